@@ -1,0 +1,121 @@
+//! The store that holds the leadership lease, behind one small trait.
+//!
+//! A backend knows how to talk to one kind of store and nothing about timing
+//! policy: the elector decides *when* to acquire, renew or release, and gives
+//! every call a deadline; the backend makes each operation atomic on the
+//! server. Nothing outside this folder knows which store is in use.
+
+pub mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// One term of leadership as this candidate holds it: the random term id that
+/// makes our lock value unique, and the fencing token minted for the term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// Random per-term id, compared on every renew and release, so that two
+    /// daemons misconfigured with one identity never renew each other's lock.
+    pub id: String,
+    pub fencing_token: u64,
+    /// Backend-specific proof of ownership (the exact lock value in Redis).
+    pub(crate) claim: String,
+}
+
+/// Who holds the lease, as a backend last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub identity: String,
+    pub fencing_token: Option<u64>,
+    pub term_id: Option<String>,
+}
+
+/// The answer to an acquire attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// The lease is ours for a new term.
+    Acquired(Term),
+    /// Someone else holds it for at most `remaining` more (server time).
+    HeldBy { holder: Holder, remaining: Duration },
+    /// The lease key holds something leaderd did not write. It is never
+    /// deleted or overwritten; the description says what was found.
+    Foreign { description: String },
+}
+
+/// The answer to a renew attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renew {
+    Renewed,
+    /// The lease is not ours any more (expired, taken, or the store lost it).
+    Lost {
+        holder: Option<Holder>,
+    },
+}
+
+/// A failure to get an answer from the store: the outcome is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError {
+    pub message: String,
+}
+
+impl BackendError {
+    pub fn new(message: impl Into<String>) -> Self {
+        BackendError {
+            message: message.into(),
+        }
+    }
+
+    pub fn timeout() -> Self {
+        BackendError::new("timed out")
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// The operations the elector needs. Every call gets a `deadline`; a backend
+/// must return (with an error if need be) by then, so a hung store can never
+/// keep a leader past its safe-until instant.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and `/status` (`redis`).
+    fn kind(&self) -> &'static str;
+
+    /// Atomically takes the lease for `lease` if it is free, minting a new
+    /// fencing token, or reports who holds it.
+    fn acquire(
+        &self,
+        identity: &str,
+        lease: Duration,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Acquire, BackendError>> + Send;
+
+    /// Atomically extends our lease to `lease` from now, only if `term` still
+    /// owns it.
+    fn renew(
+        &self,
+        term: &Term,
+        lease: Duration,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Renew, BackendError>> + Send;
+
+    /// Atomically frees the lease if `term` still owns it and tells waiting
+    /// candidates. Returns whether it was ours.
+    fn release(
+        &self,
+        term: &Term,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Ticks whenever the store announces a change of holder (a release or a
+    /// new term), so followers wake at once instead of polling.
+    fn changes(&self) -> watch::Receiver<u64>;
+}

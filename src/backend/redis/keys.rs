@@ -1,0 +1,79 @@
+//! Names of the Redis keys of one election, and the lock value format.
+//!
+//! All keys of an election share one hash tag (`{name}`), so that the Lua
+//! scripts, which touch several keys, also work on Redis Cluster.
+
+use serde::Deserialize;
+
+use crate::backend::Holder;
+
+/// The keys and channel of one election.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// The lease: a string with a TTL, holding a [`LockValue`].
+    pub lock: String,
+    /// The fencing counter: the last token minted, without a TTL.
+    pub fence: String,
+    /// Pub/sub channel on which acquire and release are announced.
+    pub channel: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, election: &str) -> Keys {
+        let base = format!("{prefix}:{{{election}}}");
+        Keys {
+            lock: format!("{base}:lock"),
+            fence: format!("{base}:fence"),
+            channel: format!("{base}:events"),
+        }
+    }
+}
+
+/// What the lock key holds while a leaderd candidate leads. It is JSON so an
+/// operator can read it with `redis-cli GET`; the scripts compare it whole,
+/// and it is unique per term thanks to the random term id.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct LockValue {
+    pub holder: String,
+    pub token: u64,
+    pub term: String,
+    pub acquired_at: String,
+}
+
+impl LockValue {
+    /// `None` when the text is not a value leaderd wrote.
+    pub fn parse(text: &str) -> Option<LockValue> {
+        serde_json::from_str(text).ok()
+    }
+
+    pub fn holder(&self) -> Holder {
+        Holder {
+            identity: self.holder.clone(),
+            fencing_token: Some(self.token),
+            term_id: Some(self.term.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_a_hash_tag() {
+        let keys = Keys::new("leaderd", "my-controller");
+        assert_eq!(keys.lock, "leaderd:{my-controller}:lock");
+        assert_eq!(keys.fence, "leaderd:{my-controller}:fence");
+        assert_eq!(keys.channel, "leaderd:{my-controller}:events");
+    }
+
+    #[test]
+    fn parses_what_the_acquire_script_writes() {
+        let text =
+            r#"{"holder":"a\/b","token":7,"term":"ff","acquired_at":"2026-11-26T00:00:00Z"}"#;
+        let value = LockValue::parse(text).expect("parses");
+        assert_eq!(value.holder, "a/b");
+        assert_eq!(value.token, 7);
+        assert!(LockValue::parse("garbage").is_none());
+    }
+}

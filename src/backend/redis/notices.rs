@@ -1,0 +1,69 @@
+//! Listens on the election's pub/sub channel and turns every acquire or
+//! release notice into a tick on a `watch` channel, so that followers wake
+//! the moment a leader steps down instead of at their next poll.
+//!
+//! Notices are an accelerator, not a source of truth: a follower still wakes
+//! at the lease's observed expiry if a notice is lost. After every
+//! (re)subscription the listener ticks once, because a release may have
+//! happened while it was not listening.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The background task; aborted when dropped.
+pub struct NoticeListener {
+    task: JoinHandle<()>,
+}
+
+impl NoticeListener {
+    pub fn spawn(client: Client, channel: String, ticks: watch::Sender<u64>) -> NoticeListener {
+        NoticeListener {
+            task: tokio::spawn(listen(client, channel, ticks)),
+        }
+    }
+}
+
+impl Drop for NoticeListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn listen(client: Client, channel: String, ticks: watch::Sender<u64>) {
+    let tick = || ticks.send_modify(|n| *n = n.wrapping_add(1));
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let subscribed = timeout(CONNECT_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        match subscribed {
+            Ok(Ok(pubsub)) => {
+                backoff = Duration::from_millis(50);
+                tick();
+                let mut messages = pubsub.into_on_message();
+                while messages.next().await.is_some() {
+                    tick();
+                }
+                tracing::debug!(%channel, "notice subscription ended; resubscribing");
+            }
+            Ok(Err(err)) => tracing::debug!(%channel, %err, "cannot subscribe to notices"),
+            Err(_) => tracing::debug!(%channel, "subscribing to notices timed out"),
+        }
+        if ticks.is_closed() {
+            return;
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,153 @@
+//! `leaderd check` for Redis: can this server hold a lease safely?
+//!
+//! Refuses servers that lack what the scripts need and warns about settings
+//! that can silently break the lock (an eviction policy that may delete the
+//! lease or the fencing counter).
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tokio::time::Instant;
+
+use super::{Connection, Keys, LockValue};
+
+/// What `check` learned about one Redis server.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub url: String,
+    pub version: String,
+    pub current_holder: Option<String>,
+    /// Problems that make the server unusable.
+    pub errors: Vec<String>,
+    /// Settings that weaken the safety guarantees.
+    pub warnings: Vec<String>,
+}
+
+/// The oldest Redis with `SET ... NX PX` (2.6.12).
+const MINIMUM_VERSION: (u64, u64, u64) = (2, 6, 12);
+
+pub async fn check(url: &str, keys: &Keys, timeout: Duration) -> Report {
+    let mut report = Report::default();
+    let connection = match Connection::new(url) {
+        Ok(connection) => connection,
+        Err(err) => {
+            report.url = crate::config::redact_url(url);
+            report.errors.push(err.message);
+            return report;
+        }
+    };
+    report.url = connection.shown_url().to_string();
+    let deadline = Instant::now() + timeout;
+
+    let info: String = match connection
+        .run(deadline, |mut conn| async move {
+            redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+        })
+        .await
+    {
+        Ok(info) => info,
+        Err(err) => {
+            report.errors.push(format!("cannot reach Redis: {err}"));
+            return report;
+        }
+    };
+    report.version = info_field(&info, "redis_version")
+        .unwrap_or("unknown")
+        .to_string();
+    match parse_version(&report.version) {
+        Some(v) if v < MINIMUM_VERSION => report.errors.push(format!(
+            "Redis {} is too old: leaderd needs 2.6.12 or newer for SET NX PX and Lua scripts",
+            report.version
+        )),
+        Some(_) => {}
+        None => report.warnings.push(format!(
+            "cannot read the Redis version from INFO ({:?})",
+            report.version
+        )),
+    }
+
+    let policy: Result<Vec<String>, _> = connection
+        .run(deadline, |mut conn| async move {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut conn)
+                .await
+        })
+        .await;
+    match policy.as_deref() {
+        Ok([_, policy]) if policy == "noeviction" => {}
+        Ok([_, policy]) if policy.starts_with("allkeys-") => report.warnings.push(format!(
+            "maxmemory-policy is {policy}: under memory pressure Redis may evict the lease \
+             (two leaders) or the fencing counter; use noeviction"
+        )),
+        Ok([_, policy]) if policy.starts_with("volatile-") => report.warnings.push(format!(
+            "maxmemory-policy is {policy}: under memory pressure Redis may evict the lease, \
+             which has a TTL (two leaders); use noeviction"
+        )),
+        Ok(other) => report
+            .warnings
+            .push(format!("unexpected maxmemory-policy reply {other:?}")),
+        Err(err) => report.warnings.push(format!(
+            "cannot read maxmemory-policy (CONFIG may be disabled): {err}; make sure it is noeviction"
+        )),
+    }
+
+    let holder: Result<Option<String>, _> = connection
+        .run(deadline, |mut conn| {
+            let key = keys.lock.clone();
+            async move { conn.get(key).await }
+        })
+        .await;
+    match holder {
+        Ok(Some(value)) => match LockValue::parse(&value) {
+            Some(lock) => {
+                report.current_holder =
+                    Some(format!("{} (fencing token {})", lock.holder, lock.token))
+            }
+            None => report.warnings.push(format!(
+                "{} holds a value leaderd did not write; no candidate can lead until it is removed",
+                keys.lock
+            )),
+        },
+        Ok(None) => {}
+        Err(err) => report
+            .warnings
+            .push(format!("cannot read {}: {err}", keys.lock)),
+    }
+    report
+}
+
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.split('.').map(|p| p.parse::<u64>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(parse_version("2.6.11").expect("v") < MINIMUM_VERSION);
+        assert!(parse_version("2.6.12").expect("v") >= MINIMUM_VERSION);
+        assert!(parse_version("7.0.15").expect("v") > MINIMUM_VERSION);
+        assert_eq!(
+            info_field("# Server\r\nredis_version:7.0.15\r\n", "redis_version"),
+            Some("7.0.15")
+        );
+    }
+}

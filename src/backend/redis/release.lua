@@ -1,0 +1,13 @@
+-- Frees the lease only if it still holds exactly the value this term wrote
+-- (compare-and-DEL), then wakes the waiting candidates through pub/sub.
+--
+-- KEYS[1] lock key     ARGV[1] our lock value
+-- ARGV[2] pub/sub channel                  ARGV[3] notice to publish
+--
+-- Returns 1 when released, 0 when the lease was not ours.
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0

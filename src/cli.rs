@@ -1,0 +1,70 @@
+//! Command-line interface: subcommands, flags and their environment
+//! variables. Flags win over the environment (clap), the environment over
+//! the file (see `config::Overrides`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "leaderd",
+    version,
+    about = "Leader-election daemon: one leader at a time, with fencing tokens, HTTP status and metrics"
+)]
+pub struct Cli {
+    /// Log format on stderr (the level is set with LEADERD_LOG, e.g. "debug").
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LEADERD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: take part in the election until SIGTERM/SIGINT.
+    Run(RunArgs),
+    /// Validate the configuration and check that the backend is usable.
+    Check(CheckArgs),
+    /// Show the status of a running daemon.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (YAML).
+    #[arg(long, env = "LEADERD_CONFIG")]
+    pub config: PathBuf,
+    /// This candidate's identity (overrides election.identity).
+    #[arg(long, env = "LEADERD_IDENTITY")]
+    pub identity: Option<String>,
+    /// HTTP listen address (overrides http.listen).
+    #[arg(long, env = "LEADERD_LISTEN")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Configuration file (YAML).
+    #[arg(long, env = "LEADERD_CONFIG")]
+    pub config: PathBuf,
+    /// Only validate the file; do not contact the backend.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Base URL of the daemon's HTTP server.
+    #[arg(long, default_value = "http://127.0.0.1:9090", env = "LEADERD_URL")]
+    pub url: String,
+    /// Print the raw /status JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,474 @@
+//! The configuration file: its shape, its defaults, and the rules a file must
+//! satisfy before leaderd acts on it.
+//!
+//! Loading is strict on purpose: unknown keys are rejected, and every error
+//! names the file, the field path and the reason, so an operator never has to
+//! guess which line of a YAML file leaderd disliked.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Where the HTTP server listens when neither the file, `LEADERD_LISTEN` nor
+/// `--listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub election: ElectionConfig,
+    pub backend: BackendConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// What is elected and how fast: the client-go timing triple.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElectionConfig {
+    pub name: String,
+    #[serde(default)]
+    pub identity: String,
+    #[serde(default = "defaults::lease_duration", deserialize_with = "duration")]
+    pub lease_duration: Duration,
+    #[serde(default = "defaults::renew_deadline", deserialize_with = "duration")]
+    pub renew_deadline: Duration,
+    #[serde(default = "defaults::retry_period", deserialize_with = "duration")]
+    pub retry_period: Duration,
+}
+
+/// Which store holds the lease. Exactly one backend section is expected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub urls: Vec<String>,
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: defaults::listen(),
+        }
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    // client-go's RecommendedDefaultLeaderElectionConfiguration: 15s / 10s / 2s.
+    pub fn lease_duration() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn renew_deadline() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn retry_period() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn key_prefix() -> String {
+        "leaderd".to_string()
+    }
+    pub fn listen() -> String {
+        super::DEFAULT_LISTEN.to_string()
+    }
+}
+
+/// Parses `15s`, `500ms`, `1m30s` (humantime syntax) into a `Duration`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(text.trim()).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} ({err}); write it like 15s or 500ms"
+        ))
+    })
+}
+
+/// A configuration problem, always tied to a file and, when it can be, a field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path of the offending field (`election.renew_deadline`), empty
+    /// when the problem is the file as a whole.
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.reason
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Values that may come from the command line or the environment and win
+/// over the file (flags over env, env over file: clap merges the first two).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub identity: Option<String>,
+    pub listen: Option<String>,
+}
+
+/// A configuration that passed validation, with defaults filled in and the
+/// listen address parsed. Only this type reaches the daemon.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: PathBuf,
+    pub election: ElectionConfig,
+    pub backend: BackendSettings,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendSettings {
+    Redis(RedisConfig),
+}
+
+impl Config {
+    /// Reads and parses `path` without applying overrides or validating.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: path.to_path_buf(),
+            field: String::new(),
+            reason: format!("cannot read the file: {err}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses YAML text; `path` is only used to name the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let field = err.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            // serde_yaml prefixes its message with its own idea of the path;
+            // ours (from serde_path_to_error) is more precise, so drop theirs.
+            let message = err.into_inner().to_string();
+            let reason = match message.split_once(": ") {
+                Some((head, tail)) if !head.contains(' ') => tail.to_string(),
+                _ => message,
+            };
+            ConfigError {
+                file: path.to_path_buf(),
+                field,
+                reason,
+            }
+        })
+    }
+}
+
+/// Loads, overrides and validates in one step: what `run` and `check` use.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    let mut config = Config::read(path)?;
+    if let Some(identity) = &overrides.identity {
+        config.election.identity = identity.clone();
+    }
+    if let Some(listen) = &overrides.listen {
+        config.http.listen = listen.clone();
+    }
+    if config.election.identity.is_empty() {
+        config.election.identity = default_identity();
+    }
+    validate(path, config)
+}
+
+/// `$POD_NAME` inside Kubernetes (the downward API), else `<hostname>-<pid>`
+/// so that two processes on one host never share an identity by accident.
+pub fn default_identity() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.is_empty()
+    {
+        return pod;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
+    let fail = |field: &str, reason: String| ConfigError {
+        file: path.to_path_buf(),
+        field: field.to_string(),
+        reason,
+    };
+    let e = &config.election;
+
+    if e.name.is_empty() {
+        return Err(fail("election.name", "must not be empty".into()));
+    }
+    if e.name.len() > 63 {
+        return Err(fail(
+            "election.name",
+            format!("{:?} is {} characters; at most 63", e.name, e.name.len()),
+        ));
+    }
+    if let Some(bad) = e
+        .name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(*c)))
+    {
+        return Err(fail(
+            "election.name",
+            format!(
+                "{:?} contains {bad:?}; use only a-z, 0-9, '.', '_' and '-'",
+                e.name
+            ),
+        ));
+    }
+    if e.identity.len() > 253 || e.identity.chars().any(|c| c.is_control()) {
+        return Err(fail(
+            "election.identity",
+            "must be at most 253 printable characters".into(),
+        ));
+    }
+
+    for (field, value) in [
+        ("election.lease_duration", e.lease_duration),
+        ("election.renew_deadline", e.renew_deadline),
+        ("election.retry_period", e.retry_period),
+    ] {
+        if value.is_zero() {
+            return Err(fail(field, "must be greater than zero".into()));
+        }
+        if value < Duration::from_millis(10) {
+            return Err(fail(
+                field,
+                format!(
+                    "{} is below the 10ms resolution leaderd works at",
+                    show(value)
+                ),
+            ));
+        }
+    }
+    // The same rule as client-go's NewLeaderElector: the leader must give up
+    // (renew_deadline) before anyone else may take over (lease_duration), and
+    // must get more than one retry in before giving up.
+    if e.renew_deadline >= e.lease_duration {
+        return Err(fail(
+            "election.renew_deadline",
+            format!(
+                "{} must be shorter than election.lease_duration ({})",
+                show(e.renew_deadline),
+                show(e.lease_duration)
+            ),
+        ));
+    }
+    if e.renew_deadline.as_secs_f64() <= 1.2 * e.retry_period.as_secs_f64() {
+        return Err(fail(
+            "election.renew_deadline",
+            format!(
+                "{} must be longer than 1.2 × election.retry_period ({})",
+                show(e.renew_deadline),
+                show(e.retry_period)
+            ),
+        ));
+    }
+
+    let backend = match &config.backend.redis {
+        Some(redis) => {
+            if redis.urls.is_empty() {
+                return Err(fail("backend.redis.urls", "must list one Redis URL".into()));
+            }
+            if redis.urls.len() > 1 {
+                return Err(fail(
+                    "backend.redis.urls",
+                    format!(
+                        "lists {} URLs; this version supports exactly one Redis instance \
+                         (quorum across masters is not implemented yet)",
+                        redis.urls.len()
+                    ),
+                ));
+            }
+            for (i, url) in redis.urls.iter().enumerate() {
+                check_redis_url(url)
+                    .map_err(|reason| fail(&format!("backend.redis.urls[{i}]"), reason))?;
+            }
+            if redis.key_prefix.is_empty()
+                || redis.key_prefix.contains(['{', '}'])
+                || redis
+                    .key_prefix
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(fail(
+                    "backend.redis.key_prefix",
+                    format!(
+                        "{:?} must be non-empty, without spaces or braces (braces are the hash tag)",
+                        redis.key_prefix
+                    ),
+                ));
+            }
+            BackendSettings::Redis(redis.clone())
+        }
+        None => {
+            return Err(fail(
+                "backend",
+                "no backend configured; add a backend.redis section".into(),
+            ));
+        }
+    };
+
+    let listen = config.http.listen.parse::<SocketAddr>().map_err(|_| {
+        fail(
+            "http.listen",
+            format!(
+                "{:?} is not an address like 0.0.0.0:9090 or 127.0.0.1:9090",
+                config.http.listen
+            ),
+        )
+    })?;
+
+    Ok(Settings {
+        source: path.to_path_buf(),
+        election: config.election,
+        backend,
+        listen,
+    })
+}
+
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    if !url.contains("://") || !matches!(scheme, "redis" | "rediss") {
+        return Err(format!(
+            "{:?} must start with redis:// or rediss://",
+            redact_url(url)
+        ));
+    }
+    redis::parse_redis_url(url)
+        .ok_or_else(|| format!("{:?} is not a valid Redis URL", redact_url(url)))?;
+    Ok(())
+}
+
+/// Hides the password of a `redis://user:password@host` URL so that it can be
+/// logged or shown in `/status`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Formats a duration the way it is written in the file (`1s 500ms`).
+pub fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Settings, ConfigError> {
+        let path = Path::new("test.yaml");
+        validate(path, Config::parse(path, yaml)?)
+    }
+
+    const GOOD: &str = "election:\n  name: demo\n  identity: a\nbackend:\n  redis:\n    urls: [\"redis://127.0.0.1:6379\"]\n";
+
+    #[test]
+    fn defaults_match_client_go() {
+        let s = parse(GOOD).expect("valid");
+        assert_eq!(s.election.lease_duration, Duration::from_secs(15));
+        assert_eq!(s.election.renew_deadline, Duration::from_secs(10));
+        assert_eq!(s.election.retry_period, Duration::from_secs(2));
+        assert_eq!(s.listen, "0.0.0.0:9090".parse().expect("addr"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                "election:\n  name: demo\n  lease_duration: 5s\n  renew_deadline: 6s\nbackend:\n  redis:\n    urls: [\"redis://x\"]\n",
+                "election.renew_deadline",
+                "must be shorter than election.lease_duration (5s)",
+            ),
+            (
+                "election:\n  name: Demo\nbackend:\n  redis:\n    urls: [\"redis://x\"]\n",
+                "election.name",
+                "contains 'D'",
+            ),
+            (
+                "election:\n  name: demo\n  retry_period: 9s\nbackend:\n  redis:\n    urls: [\"redis://x\"]\n",
+                "election.renew_deadline",
+                "1.2",
+            ),
+            (
+                "election:\n  name: demo\n  nmae: x\nbackend:\n  redis:\n    urls: [\"redis://x\"]\n",
+                "election.nmae",
+                "unknown field `nmae`",
+            ),
+            (
+                "election:\n  name: demo\n  lease_duration: 5 parsecs\nbackend:\n  redis:\n    urls: [\"redis://x\"]\n",
+                "election.lease_duration",
+                "invalid duration",
+            ),
+            (
+                "election:\n  name: demo\nbackend:\n  redis:\n    urls: [\"http://x\"]\n",
+                "backend.redis.urls[0]",
+                "redis://",
+            ),
+            (
+                "election:\n  name: demo\nbackend: {}\n",
+                "backend",
+                "no backend",
+            ),
+        ];
+        for (yaml, field, reason) in cases {
+            let err = parse(yaml).expect_err(yaml);
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.reason.contains(reason), "{err}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:hunter2@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(redact_url("rediss://u:p@h"), "rediss://u:***@h");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+}

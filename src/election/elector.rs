@@ -1,0 +1,399 @@
+//! The election state machine: the whole timing policy in one place.
+//!
+//! A candidate alternates between two loops:
+//!
+//! - **follow**: try to acquire; if someone holds the lease, sleep until the
+//!   lease's observed expiry (at most `retry_period`), or until the backend
+//!   announces a change of holder. A crashed leader is therefore replaced
+//!   right after its lease expires, and a released lease is taken at once.
+//! - **lead**: renew every `retry_period`. Leadership lasts until
+//!   *safe-until* = send time of the last successful acquire/renew +
+//!   `renew_deadline`, measured on the monotonic clock. Every call's deadline
+//!   is capped at safe-until, so a hung store cannot keep us leading past it;
+//!   the server-side TTL is `lease_duration`, which is longer, so we always
+//!   stop before anyone else can take over.
+//!
+//! The elector owns the only `watch::Sender` of the election state and never
+//! waits on a consumer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::state::{ElectionState, LeaderTerm, Reason};
+use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
+use crate::metrics::Metrics;
+
+/// The client-go timing triple, already validated
+/// (`lease_duration > renew_deadline > 1.2 × retry_period > 0`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Server-side TTL of the lease: how long others wait after the last renewal.
+    pub lease_duration: Duration,
+    /// How long after a successful renewal was sent the leader may still act.
+    pub renew_deadline: Duration,
+    /// How often the leader renews, and the longest a follower sleeps.
+    pub retry_period: Duration,
+}
+
+impl Timing {
+    /// First delay after a failed call; doubled up to `retry_period`.
+    fn first_backoff(&self) -> Duration {
+        (self.retry_period / 8).max(Duration::from_millis(10))
+    }
+
+    /// How long a shutdown waits for the release before giving up (the
+    /// lease then expires on its own).
+    pub fn release_timeout(&self) -> Duration {
+        self.renew_deadline.min(Duration::from_secs(5))
+    }
+}
+
+/// How a term ended, seen from the caller of [`Elector::run`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// Shutdown was requested while following.
+    Stopped,
+    /// Shutdown was requested while leading: we already stepped down locally
+    /// (the state says so); the caller releases the term once its leader-only
+    /// work has stopped.
+    StoppedLeading(Term),
+}
+
+pub struct Elector<B: Backend> {
+    backend: Arc<B>,
+    identity: String,
+    timing: Timing,
+    state: watch::Sender<ElectionState>,
+    metrics: Arc<Metrics>,
+    /// Our latest term's id, kept after stepping down so that our own stale
+    /// record is not mistaken for another candidate's.
+    own_term_id: Option<String>,
+    /// The term id of a foreign holder using our identity, already warned about.
+    warned_duplicate: Option<String>,
+    /// The foreign lock description already warned about.
+    warned_foreign: Option<String>,
+}
+
+enum FollowEnd {
+    Acquired { term: Term, sent: Instant },
+    Shutdown,
+}
+
+enum LeadEnd {
+    SteppedDown(Reason),
+    Shutdown,
+}
+
+impl<B: Backend> Elector<B> {
+    pub fn new(
+        backend: Arc<B>,
+        election: &str,
+        identity: &str,
+        timing: Timing,
+        metrics: Arc<Metrics>,
+    ) -> Elector<B> {
+        let state = ElectionState::new(election, identity, backend.kind());
+        Elector {
+            backend,
+            identity: identity.to_string(),
+            timing,
+            state: watch::Sender::new(state),
+            metrics,
+            own_term_id: None,
+            warned_duplicate: None,
+            warned_foreign: None,
+        }
+    }
+
+    /// A receiver of the election state; as many as needed.
+    pub fn subscribe(&self) -> watch::Receiver<ElectionState> {
+        self.state.subscribe()
+    }
+
+    /// Runs the election until `shutdown` is cancelled.
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Outcome {
+        loop {
+            let (term, sent) = match self.follow(&shutdown).await {
+                FollowEnd::Acquired { term, sent } => (term, sent),
+                FollowEnd::Shutdown => return Outcome::Stopped,
+            };
+            self.became_leader(&term, sent);
+            match self.lead(&term, sent, &shutdown).await {
+                LeadEnd::SteppedDown(reason) => self.stepped_down(reason),
+                LeadEnd::Shutdown => {
+                    self.stepped_down(Reason::Shutdown);
+                    return Outcome::StoppedLeading(term);
+                }
+            }
+        }
+    }
+
+    /// Gives a term back after shutdown so that a follower takes over at
+    /// once instead of after the TTL. Bounded: if the store does not answer,
+    /// the lease simply expires.
+    pub async fn release(&self, term: &Term) -> Result<bool, BackendError> {
+        let deadline = Instant::now() + self.timing.release_timeout();
+        let result = bounded(deadline, self.backend.release(term, deadline)).await;
+        match &result {
+            Ok(true) => tracing::info!(token = term.fencing_token, "released the lease"),
+            Ok(false) => tracing::info!(
+                token = term.fencing_token,
+                "lease was no longer ours; nothing to release"
+            ),
+            Err(err) => {
+                self.metrics.backend_error("release");
+                tracing::warn!(%err, "could not release the lease; it will expire on its own")
+            }
+        }
+        result
+    }
+
+    async fn follow(&mut self, shutdown: &CancellationToken) -> FollowEnd {
+        let mut changes = self.backend.changes();
+        let mut backoff = self.timing.first_backoff();
+        loop {
+            // Mark notices seen *before* asking, so a release announced while
+            // the request is in flight still wakes us below.
+            changes.borrow_and_update();
+            let sent = Instant::now();
+            let deadline = sent + self.timing.retry_period;
+            let attempt =
+                self.backend
+                    .acquire(&self.identity, self.timing.lease_duration, deadline);
+            let result = tokio::select! {
+                result = bounded(deadline, attempt) => result,
+                () = shutdown.cancelled() => return FollowEnd::Shutdown,
+            };
+            let now = Instant::now();
+            let wake_at = match result {
+                Ok(Acquire::Acquired(term)) => return FollowEnd::Acquired { term, sent },
+                Ok(Acquire::HeldBy { holder, remaining }) => {
+                    backoff = self.timing.first_backoff();
+                    self.backend_answered();
+                    self.warn_if_duplicate_identity(&holder);
+                    self.observe(Some(holder), Some(now + remaining));
+                    // +1 ms: Redis expires with millisecond precision.
+                    now + (remaining + Duration::from_millis(1)).min(self.timing.retry_period)
+                }
+                Ok(Acquire::Foreign { description }) => {
+                    backoff = self.timing.first_backoff();
+                    self.backend_answered();
+                    self.metrics.foreign_value();
+                    if self.warned_foreign.as_ref() != Some(&description) {
+                        tracing::error!(%description, "the lease key holds something leaderd did not write; it is left alone and nobody can lead until an operator removes it");
+                        self.warned_foreign = Some(description);
+                    }
+                    self.observe(None, None);
+                    now + self.timing.retry_period
+                }
+                Err(err) => {
+                    self.backend_failed("acquire", &err);
+                    let wake = now + backoff;
+                    backoff = (backoff * 2).min(self.timing.retry_period);
+                    wake
+                }
+            };
+            self.beat();
+            tokio::select! {
+                () = sleep_until(wake_at) => {}
+                () = notice(&mut changes) => {}
+                () = shutdown.cancelled() => return FollowEnd::Shutdown,
+            }
+        }
+    }
+
+    async fn lead(
+        &mut self,
+        term: &Term,
+        acquired: Instant,
+        shutdown: &CancellationToken,
+    ) -> LeadEnd {
+        let mut safe_until = acquired + self.timing.renew_deadline;
+        let mut next_renew = acquired + self.timing.retry_period;
+        let mut backoff = self.timing.first_backoff();
+        loop {
+            tokio::select! {
+                () = sleep_until(next_renew) => {}
+                () = shutdown.cancelled() => return LeadEnd::Shutdown,
+            }
+            // After a pause (SIGSTOP, VM stall) we may wake past safe-until:
+            // then the lease may already belong to someone else.
+            if Instant::now() >= safe_until {
+                return LeadEnd::SteppedDown(Reason::RenewFailed);
+            }
+            let sent = Instant::now();
+            let deadline = (sent + self.timing.retry_period).min(safe_until);
+            let attempt = self
+                .backend
+                .renew(term, self.timing.lease_duration, deadline);
+            let result = tokio::select! {
+                result = bounded(deadline, attempt) => result,
+                () = shutdown.cancelled() => return LeadEnd::Shutdown,
+            };
+            let took = sent.elapsed();
+            match result {
+                Ok(Renew::Renewed) => {
+                    self.metrics.renewal("success", took);
+                    backoff = self.timing.first_backoff();
+                    self.backend_answered();
+                    safe_until = sent + self.timing.renew_deadline;
+                    next_renew = sent + self.timing.retry_period;
+                    let lease_until = sent + self.timing.lease_duration;
+                    // A renewal is not news: update without waking consumers.
+                    self.state.send_if_modified(|state| {
+                        if let Some(our) = state.term.as_mut() {
+                            our.safe_until = safe_until;
+                        }
+                        state.leader_lease_until = Some(lease_until);
+                        false
+                    });
+                }
+                Ok(Renew::Lost { holder }) => {
+                    self.metrics.renewal("lost", took);
+                    self.backend_answered();
+                    self.observe(holder, None);
+                    return LeadEnd::SteppedDown(Reason::LockLost);
+                }
+                Err(err) => {
+                    self.metrics.renewal("error", took);
+                    self.backend_failed("renew", &err);
+                    next_renew = (Instant::now() + backoff).min(safe_until);
+                    backoff = (backoff * 2).min(self.timing.retry_period);
+                }
+            }
+            self.beat();
+        }
+    }
+
+    fn became_leader(&mut self, term: &Term, sent: Instant) {
+        self.metrics.acquired();
+        tracing::info!(token = term.fencing_token, "became leader");
+        self.own_term_id = Some(term.id.clone());
+        self.backend_answered();
+        let holder = Holder {
+            identity: self.identity.clone(),
+            fencing_token: Some(term.fencing_token),
+            term_id: Some(term.id.clone()),
+        };
+        self.observe(Some(holder), Some(sent + self.timing.lease_duration));
+        self.state.send_modify(|state| {
+            state.term = Some(LeaderTerm {
+                fencing_token: term.fencing_token,
+                started_at: SystemTime::now(),
+                safe_until: sent + self.timing.renew_deadline,
+            });
+            state.last_reason = Some(Reason::Acquired);
+            state.heartbeat = Instant::now();
+        });
+    }
+
+    fn stepped_down(&mut self, reason: Reason) {
+        self.metrics.lost(reason);
+        tracing::warn!(reason = reason.as_str(), "stepped down");
+        self.state.send_modify(|state| {
+            let token = state.term.take().map(|term| term.fencing_token);
+            // Our own record is stale now; keep another holder we observed.
+            if state.leader.as_ref().and_then(|h| h.fencing_token) == token
+                && state
+                    .leader
+                    .as_ref()
+                    .is_some_and(|h| h.identity == self.identity)
+            {
+                state.leader = None;
+                state.leader_lease_until = None;
+            }
+            state.last_reason = Some(reason);
+        });
+    }
+
+    /// Records who holds the lease; notifies consumers only on a change of
+    /// holder, not when the same term is seen again.
+    fn observe(&mut self, holder: Option<Holder>, lease_until: Option<Instant>) {
+        let changed = self.state.borrow().leader != holder;
+        if changed && let Some(new) = &holder {
+            self.metrics.leader_changed();
+            if new.term_id.is_none() || new.term_id != self.own_term_id {
+                tracing::info!(leader = %new.identity, token = new.fencing_token.unwrap_or(0), "new leader observed");
+            }
+        }
+        self.state.send_if_modified(|state| {
+            state.leader = holder;
+            state.leader_lease_until = lease_until;
+            changed
+        });
+    }
+
+    fn backend_answered(&mut self) {
+        let was_down = self.state.borrow().backend_error.is_some();
+        if was_down {
+            tracing::info!(backend = self.backend.kind(), "backend reachable again");
+        }
+        self.state.send_if_modified(|state| {
+            let news = !state.observed || state.backend_error.is_some();
+            state.observed = true;
+            state.backend_error = None;
+            news
+        });
+    }
+
+    fn backend_failed(&mut self, operation: &'static str, err: &BackendError) {
+        self.metrics.backend_error(operation);
+        let was_up = self.state.borrow().backend_error.is_none();
+        if was_up {
+            tracing::warn!(backend = self.backend.kind(), operation, %err, "backend unreachable");
+        } else {
+            tracing::debug!(operation, %err, "backend still unreachable");
+        }
+        let message = err.to_string();
+        self.state.send_if_modified(|state| {
+            let news = state.backend_error.is_none();
+            state.backend_error = Some(message);
+            news
+        });
+    }
+
+    fn warn_if_duplicate_identity(&mut self, holder: &Holder) {
+        if holder.identity == self.identity
+            && holder.term_id != self.own_term_id
+            && holder.term_id != self.warned_duplicate
+        {
+            tracing::warn!(
+                identity = %self.identity,
+                token = holder.fencing_token.unwrap_or(0),
+                "another candidate leads under this same identity; identities must be unique"
+            );
+            self.warned_duplicate = holder.term_id.clone();
+        }
+    }
+
+    /// Proof of progress for `/healthz`, without waking consumers.
+    fn beat(&self) {
+        self.state.send_if_modified(|state| {
+            state.heartbeat = Instant::now();
+            false
+        });
+    }
+}
+
+/// Enforces a call's deadline here too, so that the elector's guarantee does
+/// not depend on every backend honouring it.
+async fn bounded<T>(
+    deadline: Instant,
+    call: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(BackendError::timeout()))
+}
+
+/// Resolves on the next change notice; never, if the notice source is gone
+/// (followers then rely on the lease expiry alone).
+async fn notice(changes: &mut watch::Receiver<u64>) {
+    if changes.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

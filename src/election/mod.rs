@@ -1,0 +1,10 @@
+//! Leader election proper: the state machine ([`Elector`]) and the state it
+//! publishes ([`ElectionState`]) for every other part of leaderd to read.
+
+mod elector;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use elector::{Elector, Outcome, Timing};
+pub use state::{ElectionState, LeaderTerm, Reason};

@@ -1,0 +1,128 @@
+//! The election state that the elector publishes on a `watch` channel, and
+//! the questions every consumer asks of it.
+//!
+//! Leadership is a *deadline*, not a flag: [`ElectionState::is_leader_at`]
+//! compares the monotonic clock with the term's safe-until instant, so a
+//! process that was paused past its deadline answers "not leader" the moment
+//! it runs again, before the elector loop has even noticed.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::backend::Holder;
+
+/// Why leadership began or ended (also passed to hooks as `LEADERD_REASON`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// This candidate took the free lease.
+    Acquired,
+    /// The leader gave the lease back on purpose.
+    Released,
+    /// leaderd was asked to stop (SIGTERM/SIGINT).
+    Shutdown,
+    /// Renewals did not succeed before safe-until.
+    RenewFailed,
+    /// The store answered that the lease is no longer ours.
+    LockLost,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Acquired => "acquired",
+            Reason::Released => "released",
+            Reason::Shutdown => "shutdown",
+            Reason::RenewFailed => "renew_failed",
+            Reason::LockLost => "lock_lost",
+        }
+    }
+}
+
+/// Our own term while we lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderTerm {
+    pub fencing_token: u64,
+    pub started_at: SystemTime,
+    /// The instant at which we stop being leader unless a renewal that was
+    /// sent later succeeds: send time of the last successful acquire or
+    /// renew + renew_deadline. Always earlier than the server-side expiry.
+    pub safe_until: Instant,
+}
+
+/// Everything a consumer (HTTP, metrics, hooks, …) may want to know.
+#[derive(Debug, Clone)]
+pub struct ElectionState {
+    pub election: String,
+    pub identity: String,
+    pub backend_kind: &'static str,
+    /// Some while we hold a term; check [`Self::is_leader_at`] for "now".
+    pub term: Option<LeaderTerm>,
+    /// The holder of the lease as last observed (ourselves included).
+    pub leader: Option<Holder>,
+    /// When the observed holder's lease runs out if it is not renewed.
+    pub leader_lease_until: Option<Instant>,
+    /// The backend has answered at least once since start.
+    pub observed: bool,
+    /// The last backend call failed; the message says why.
+    pub backend_error: Option<String>,
+    /// The reason of the last transition of our own role.
+    pub last_reason: Option<Reason>,
+    /// Last time the election loop completed an iteration (for `/healthz`).
+    pub heartbeat: Instant,
+}
+
+impl ElectionState {
+    pub fn new(election: &str, identity: &str, backend_kind: &'static str) -> ElectionState {
+        ElectionState {
+            election: election.to_string(),
+            identity: identity.to_string(),
+            backend_kind,
+            term: None,
+            leader: None,
+            leader_lease_until: None,
+            observed: false,
+            backend_error: None,
+            last_reason: None,
+            heartbeat: Instant::now(),
+        }
+    }
+
+    /// Whether we may act as leader at `now`.
+    pub fn is_leader_at(&self, now: Instant) -> bool {
+        self.term.as_ref().is_some_and(|term| now < term.safe_until)
+    }
+
+    /// For a leader: time left before it steps down. For a follower: time
+    /// left on the observed holder's lease. `None` when nobody holds it.
+    pub fn lease_remaining_at(&self, now: Instant) -> Option<Duration> {
+        match &self.term {
+            Some(term) => Some(term.safe_until.saturating_duration_since(now)),
+            None => self
+                .leader_lease_until
+                .map(|until| until.saturating_duration_since(now)),
+        }
+    }
+
+    /// The leader as seen at `now`: ourselves only inside our safe window.
+    pub fn leader_at(&self, now: Instant) -> Option<&Holder> {
+        let holder = self.leader.as_ref()?;
+        if holder.identity == self.identity && self.term.is_some() && !self.is_leader_at(now) {
+            // Our own term ran out locally; we do not claim it any more.
+            return None;
+        }
+        Some(holder)
+    }
+
+    /// Ready once the backend answered and while it keeps answering.
+    pub fn ready(&self) -> bool {
+        self.observed && self.backend_error.is_none()
+    }
+
+    /// Whether the election loop is stuck (client-go HealthzAdaptor rule).
+    pub fn stuck_at(&self, now: Instant, lease_duration: Duration) -> bool {
+        now.saturating_duration_since(self.heartbeat) > lease_duration
+    }
+}

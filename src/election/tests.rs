@@ -1,0 +1,367 @@
+//! State-machine tests against an in-memory store, on tokio's paused clock:
+//! time only moves when every task waits, so the instants asserted here are
+//! exact, and a test of a 15 s lease takes microseconds.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, advance, sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
+use crate::metrics::Metrics;
+
+const TIMING: Timing = Timing {
+    lease_duration: Duration::from_millis(1500),
+    renew_deadline: Duration::from_millis(1000),
+    retry_period: Duration::from_millis(250),
+};
+
+/// A lease in memory, shared by the candidates of one test.
+#[derive(Default)]
+struct Store {
+    holder: Option<(Holder, String, Instant)>,
+    counter: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Link {
+    Up,
+    /// Calls fail at once (connection refused).
+    Down,
+    /// Calls never answer (frozen server): only deadlines end them.
+    Hung,
+}
+
+/// One candidate's view of the store, with its own network link.
+struct FakeBackend {
+    store: Arc<Mutex<Store>>,
+    link: Mutex<Link>,
+    ticks: Arc<watch::Sender<u64>>,
+}
+
+impl FakeBackend {
+    fn new(store: &Arc<Mutex<Store>>, ticks: &Arc<watch::Sender<u64>>) -> Arc<FakeBackend> {
+        Arc::new(FakeBackend {
+            store: store.clone(),
+            link: Mutex::new(Link::Up),
+            ticks: ticks.clone(),
+        })
+    }
+
+    fn set_link(&self, link: Link) {
+        *self.link.lock().expect("link") = link;
+    }
+
+    async fn reach(&self) -> Result<(), BackendError> {
+        let link = *self.link.lock().expect("link");
+        match link {
+            Link::Up => Ok(()),
+            Link::Down => Err(BackendError::new("connection refused")),
+            Link::Hung => std::future::pending().await,
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn acquire(
+        &self,
+        identity: &str,
+        lease: Duration,
+        _: Instant,
+    ) -> Result<Acquire, BackendError> {
+        self.reach().await?;
+        let now = Instant::now();
+        let mut store = self.store.lock().expect("store");
+        if let Some((holder, _, expires)) = &store.holder
+            && now < *expires
+        {
+            return Ok(Acquire::HeldBy {
+                holder: holder.clone(),
+                remaining: *expires - now,
+            });
+        }
+        store.counter += 1;
+        let term = Term {
+            id: format!("term-{}", store.counter),
+            fencing_token: store.counter,
+            claim: format!("{identity}/{}", store.counter),
+        };
+        let holder = Holder {
+            identity: identity.to_string(),
+            fencing_token: Some(term.fencing_token),
+            term_id: Some(term.id.clone()),
+        };
+        store.holder = Some((holder, term.claim.clone(), now + lease));
+        Ok(Acquire::Acquired(term))
+    }
+
+    async fn renew(&self, term: &Term, lease: Duration, _: Instant) -> Result<Renew, BackendError> {
+        self.reach().await?;
+        let now = Instant::now();
+        let mut store = self.store.lock().expect("store");
+        match store.holder.as_mut() {
+            Some((_, claim, expires)) if *claim == term.claim && now < *expires => {
+                *expires = now + lease;
+                Ok(Renew::Renewed)
+            }
+            other => Ok(Renew::Lost {
+                holder: other.map(|(holder, _, _)| holder.clone()),
+            }),
+        }
+    }
+
+    async fn release(&self, term: &Term, _: Instant) -> Result<bool, BackendError> {
+        self.reach().await?;
+        let mut store = self.store.lock().expect("store");
+        let ours = store
+            .holder
+            .as_ref()
+            .is_some_and(|(_, claim, _)| *claim == term.claim);
+        if ours {
+            store.holder = None;
+            self.ticks.send_modify(|n| *n += 1);
+        }
+        Ok(ours)
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.ticks.subscribe()
+    }
+}
+
+struct Candidate {
+    backend: Arc<FakeBackend>,
+    state: watch::Receiver<ElectionState>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Outcome>,
+}
+
+fn start(name: &str, store: &Arc<Mutex<Store>>, ticks: &Arc<watch::Sender<u64>>) -> Candidate {
+    let backend = FakeBackend::new(store, ticks);
+    let metrics = Arc::new(Metrics::new("test").expect("metrics"));
+    let mut elector = Elector::new(backend.clone(), "test", name, TIMING, metrics);
+    let state = elector.subscribe();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let outcome = elector.run(stop).await;
+        if let Outcome::StoppedLeading(term) = &outcome {
+            let _ = elector.release(term).await;
+        }
+        outcome
+    });
+    Candidate {
+        backend,
+        state,
+        shutdown,
+        task,
+    }
+}
+
+fn world() -> (Arc<Mutex<Store>>, Arc<watch::Sender<u64>>) {
+    (
+        Arc::new(Mutex::new(Store::default())),
+        Arc::new(watch::Sender::new(0)),
+    )
+}
+
+/// Waits (in paused time) until `f` holds for the candidate's state.
+async fn until(c: &mut Candidate, f: impl Fn(&ElectionState) -> bool) -> Instant {
+    let state = c.state.wait_for(|s| f(s)).await.expect("elector alive");
+    drop(state);
+    Instant::now()
+}
+
+fn leading(s: &ElectionState) -> bool {
+    s.term.is_some()
+}
+
+fn store_expiry(store: &Arc<Mutex<Store>>) -> Option<Instant> {
+    store
+        .lock()
+        .expect("store")
+        .holder
+        .as_ref()
+        .map(|(_, _, e)| *e)
+}
+
+fn foreign_holder(store: &Arc<Mutex<Store>>, expires: Instant) {
+    let mut s = store.lock().expect("store");
+    s.counter += 1;
+    let holder = Holder {
+        identity: "other".into(),
+        fencing_token: Some(s.counter),
+        term_id: Some("other-term".into()),
+    };
+    s.holder = Some((holder, "other-claim".into(), expires));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_candidate_leads_and_keeps_renewing() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    assert_eq!(
+        a.state.borrow().term.as_ref().map(|t| t.fencing_token),
+        Some(1)
+    );
+
+    sleep(TIMING.lease_duration * 10).await;
+    let now = Instant::now();
+    assert!(
+        a.state.borrow().is_leader_at(now),
+        "still leader after many renewals"
+    );
+    let expiry = store_expiry(&store).expect("held");
+    assert!(expiry > now + TIMING.lease_duration - TIMING.retry_period - Duration::from_millis(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_store_makes_the_leader_step_down_before_the_lease_expires() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    sleep(TIMING.retry_period * 3).await;
+
+    a.backend.set_link(Link::Hung);
+    let server_expiry = store_expiry(&store).expect("held");
+    let stepped_down = until(&mut a, |s| s.term.is_none()).await;
+
+    assert_eq!(a.state.borrow().last_reason, Some(Reason::RenewFailed));
+    // The whole window between renew_deadline and lease_duration is left
+    // for stopping leader-only work before anyone else may lead.
+    assert!(
+        stepped_down + (TIMING.lease_duration - TIMING.renew_deadline) <= server_expiry,
+        "stepped down {:?} before server expiry, need {:?}",
+        server_expiry - stepped_down,
+        TIMING.lease_duration - TIMING.renew_deadline
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_store_also_ends_the_term_at_safe_until() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    a.backend.set_link(Link::Down);
+    let server_expiry = store_expiry(&store).expect("held");
+    let stepped_down = until(&mut a, |s| s.term.is_none()).await;
+    assert_eq!(a.state.borrow().last_reason, Some(Reason::RenewFailed));
+    assert!(stepped_down < server_expiry);
+    assert!(a.state.borrow().backend_error.is_some());
+    assert!(!a.state.borrow().ready());
+
+    // When the store answers again the candidate competes again.
+    a.backend.set_link(Link::Up);
+    until(&mut a, leading).await;
+    assert_eq!(
+        a.state.borrow().term.as_ref().map(|t| t.fencing_token),
+        Some(2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_taken_away_ends_the_term_as_lock_lost() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    // The store lost our key and someone else took the lease.
+    foreign_holder(&store, Instant::now() + Duration::from_secs(60));
+    until(&mut a, |s| s.term.is_none()).await;
+    let state = a.state.borrow();
+    assert_eq!(state.last_reason, Some(Reason::LockLost));
+    assert_eq!(
+        state.leader.as_ref().map(|h| h.identity.as_str()),
+        Some("other")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_takes_over_right_after_a_crashed_leaders_lease_expires() {
+    let (store, ticks) = world();
+    let expiry = Instant::now() + Duration::from_millis(1234);
+    foreign_holder(&store, expiry);
+    let mut b = start("b", &store, &ticks);
+    until(&mut b, |s| s.leader.is_some()).await;
+    assert!(!b.state.borrow().is_leader_at(Instant::now()));
+
+    let took_over = until(&mut b, leading).await;
+    assert!(took_over >= expiry, "never before the lease expired");
+    assert!(
+        took_over - expiry <= Duration::from_millis(2),
+        "late by {:?}",
+        took_over - expiry
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_wakes_the_follower_at_once() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    let mut b = start("b", &store, &ticks);
+    until(&mut b, |s| {
+        s.leader.as_ref().is_some_and(|h| h.identity == "a")
+    })
+    .await;
+    sleep(TIMING.retry_period / 2).await;
+
+    let asked = Instant::now();
+    a.shutdown.cancel();
+    let took_over = until(&mut b, leading).await;
+    assert_eq!(
+        took_over, asked,
+        "no time passes between release and takeover"
+    );
+    assert_eq!(
+        b.state.borrow().term.as_ref().map(|t| t.fencing_token),
+        Some(2)
+    );
+    assert!(matches!(a.task.await, Ok(Outcome::StoppedLeading(_))));
+    assert_eq!(a.state.borrow().last_reason, Some(Reason::Shutdown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_leader_is_not_leader_when_it_runs_again() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    // Jump the clock as a SIGSTOP or VM stall would, without letting the
+    // elector run: the state must already answer "not leader".
+    advance(TIMING.renew_deadline + Duration::from_millis(1)).await;
+    let state = a.state.borrow().clone();
+    assert!(!state.is_leader_at(Instant::now()));
+    assert!(state.leader_at(Instant::now()).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn followers_cost_at_most_one_call_per_retry_period() {
+    let (store, ticks) = world();
+    foreign_holder(&store, Instant::now() + Duration::from_secs(3600));
+    let calls = Arc::new(Mutex::new(0u32));
+    let mut b = start("b", &store, &ticks);
+    until(&mut b, |s| s.leader.is_some()).await;
+    let started = Instant::now();
+    let mut seen = 0u32;
+    let mut last = b.state.borrow().heartbeat;
+    while Instant::now() - started < TIMING.retry_period * 40 {
+        sleep(Duration::from_millis(10)).await;
+        let beat = b.state.borrow().heartbeat;
+        if beat != last {
+            seen += 1;
+            last = beat;
+        }
+    }
+    *calls.lock().expect("calls") = seen;
+    assert!(
+        (38..=41).contains(&seen),
+        "{seen} attempts in 40 retry periods"
+    );
+}

@@ -1,0 +1,18 @@
+//! leaderd: a leader-election daemon.
+//!
+//! The data flows one way: a [`backend`] holds the lease in a store; the
+//! [`election`] state machine decides when to acquire, renew, step down and
+//! release, and publishes its state on a `watch` channel; [`http`] and
+//! [`metrics`] read that state at request time.
+
+pub mod backend;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod election;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod signals;
+pub mod status_client;

@@ -1,0 +1,81 @@
+//! Entry point: parse the command line, load the configuration, run, and map
+//! every failure to an exit code (0 ok, 1 runtime failure, 2 usage/config).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use leaderd::cli::{Cli, Command};
+use leaderd::config::{self, Overrides};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors exit 2 here
+    leaderd::logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("leaderd: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Run(args) => {
+            let overrides = Overrides {
+                identity: args.identity,
+                listen: args.listen,
+            };
+            let settings = match config::load(&args.config, &overrides) {
+                Ok(settings) => settings,
+                Err(err) => return config_error(&err),
+            };
+            match leaderd::daemon::run(settings).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err}");
+                    eprintln!("leaderd: {err}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Check(args) => {
+            let settings = match config::load(&args.config, &Overrides::default()) {
+                Ok(settings) => settings,
+                Err(err) => return config_error(&err),
+            };
+            if leaderd::check::check(&settings, args.offline).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Status(args) => {
+            match leaderd::status_client::fetch(&args.url, Duration::from_secs(5)).await {
+                Ok((raw, status)) => {
+                    if args.json {
+                        println!("{raw}");
+                    } else {
+                        print!("{}", leaderd::status_client::render(&status));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("leaderd status: {err}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn config_error(err: &config::ConfigError) -> ExitCode {
+    eprintln!("leaderd: invalid configuration: {err}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,212 @@
+//! Prometheus metrics.
+//!
+//! Events (a renewal, a lost term, a backend error) are counted by the
+//! elector as they happen; gauges that describe the present (am I leader,
+//! how much lease is left) are sampled from the election state and the clock
+//! at scrape time, so a scrape never reports a leadership that already ran
+//! out.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+use tokio::time::Instant;
+
+use crate::election::{ElectionState, Reason};
+
+/// Every metric leaderd exports, registered once per process.
+pub struct Metrics {
+    registry: Registry,
+    is_leader: IntGauge,
+    master_status: IntGauge,
+    fencing_token: IntGauge,
+    lease_remaining: Gauge,
+    acquired: IntCounter,
+    lost: IntCounterVec,
+    renewals: IntCounterVec,
+    renew_duration: Histogram,
+    backend_errors: IntCounterVec,
+    leader_changes: IntCounter,
+    foreign_values: IntCounter,
+}
+
+/// Renewal latency buckets: sub-millisecond on loopback up to the seconds a
+/// struggling store may take.
+const RENEW_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new(election: &str) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let opts = |name: &str, help: &str| Opts::new(name, help).const_label("election", election);
+
+        let is_leader = IntGauge::with_opts(opts(
+            "leaderd_is_leader",
+            "1 while this instance leads (inside its safe-until window), else 0.",
+        ))?;
+        // client-go's gauge, so that existing dashboards and alerts work.
+        let master_status = IntGauge::with_opts(
+            Opts::new(
+                "leader_election_master_status",
+                "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master.",
+            )
+            .const_label("name", election),
+        )?;
+        let fencing_token = IntGauge::with_opts(opts(
+            "leaderd_fencing_token",
+            "Fencing token of the current term as known here (ours while leading, else the observed leader's); 0 when unknown.",
+        ))?;
+        let lease_remaining = Gauge::with_opts(opts(
+            "leaderd_lease_remaining_seconds",
+            "Leader: seconds until it steps down unless renewed. Follower: seconds left on the observed leader's lease.",
+        ))?;
+        let acquired = IntCounter::with_opts(opts(
+            "leaderd_leadership_acquired_total",
+            "Terms this instance began.",
+        ))?;
+        let lost = IntCounterVec::new(
+            opts(
+                "leaderd_leadership_lost_total",
+                "Terms this instance ended, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let renewals = IntCounterVec::new(
+            opts(
+                "leaderd_renewals_total",
+                "Renewal attempts by result (success, lost, error).",
+            ),
+            &["result"],
+        )?;
+        let renew_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "leaderd_renew_duration_seconds",
+                "Round-trip time of renewal attempts.",
+            )
+            .const_label("election", election)
+            .buckets(RENEW_BUCKETS.to_vec()),
+        )?;
+        let backend_errors = IntCounterVec::new(
+            opts(
+                "leaderd_backend_errors_total",
+                "Backend calls that failed or timed out, by operation.",
+            ),
+            &["operation"],
+        )?;
+        let leader_changes = IntCounter::with_opts(opts(
+            "leaderd_leader_changes_observed_total",
+            "Changes of lease holder seen by this instance, the first one included.",
+        ))?;
+        let foreign_values = IntCounter::with_opts(opts(
+            "leaderd_foreign_lock_value_total",
+            "Times the lease key held something leaderd did not write (left untouched).",
+        ))?;
+        let build_info = IntGaugeVec::new(
+            opts(
+                "leaderd_build_info",
+                "Always 1; labelled with the leaderd version.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(is_leader.clone()))?;
+        registry.register(Box::new(master_status.clone()))?;
+        registry.register(Box::new(fencing_token.clone()))?;
+        registry.register(Box::new(lease_remaining.clone()))?;
+        registry.register(Box::new(acquired.clone()))?;
+        registry.register(Box::new(lost.clone()))?;
+        registry.register(Box::new(renewals.clone()))?;
+        registry.register(Box::new(renew_duration.clone()))?;
+        registry.register(Box::new(backend_errors.clone()))?;
+        registry.register(Box::new(leader_changes.clone()))?;
+        registry.register(Box::new(foreign_values.clone()))?;
+        registry.register(Box::new(build_info))?;
+
+        // Pre-create the labelled series so that they exist (at 0) from the
+        // first scrape: `rate()` and alerts need a starting point.
+        for reason in [
+            Reason::Released,
+            Reason::Shutdown,
+            Reason::RenewFailed,
+            Reason::LockLost,
+        ] {
+            lost.with_label_values(&[reason.as_str()]);
+        }
+        for result in ["success", "lost", "error"] {
+            renewals.with_label_values(&[result]);
+        }
+        for operation in ["acquire", "renew", "release"] {
+            backend_errors.with_label_values(&[operation]);
+        }
+
+        Ok(Metrics {
+            registry,
+            is_leader,
+            master_status,
+            fencing_token,
+            lease_remaining,
+            acquired,
+            lost,
+            renewals,
+            renew_duration,
+            backend_errors,
+            leader_changes,
+            foreign_values,
+        })
+    }
+
+    pub fn acquired(&self) {
+        self.acquired.inc();
+    }
+
+    pub fn lost(&self, reason: Reason) {
+        self.lost.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn renewal(&self, result: &str, took: Duration) {
+        self.renewals.with_label_values(&[result]).inc();
+        self.renew_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn backend_error(&self, operation: &str) {
+        self.backend_errors.with_label_values(&[operation]).inc();
+    }
+
+    pub fn leader_changed(&self) {
+        self.leader_changes.inc();
+    }
+
+    pub fn foreign_value(&self) {
+        self.foreign_values.inc();
+    }
+
+    /// Samples the gauges from `state` at `now` and renders the text format.
+    pub fn render(&self, state: &ElectionState, now: Instant) -> String {
+        let leading = i64::from(state.is_leader_at(now));
+        self.is_leader.set(leading);
+        self.master_status.set(leading);
+        let token = match &state.term {
+            Some(term) => Some(term.fencing_token),
+            None => state.leader_at(now).and_then(|holder| holder.fencing_token),
+        };
+        self.fencing_token
+            .set(token.map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)));
+        self.lease_remaining.set(
+            state
+                .lease_remaining_at(now)
+                .map_or(0.0, |left| left.as_secs_f64()),
+        );
+
+        let mut out = Vec::with_capacity(4096);
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(%err, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -11,6 +11,9 @@ use leaderd::config::{self, Overrides};
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit 2 here
     leaderd::logging::init(cli.log_format);
+    // rediss:// needs a process-wide rustls crypto provider; an Err only
+    // means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,7 +42,6 @@ async fn dispatch(command: Command) -> ExitCode {
             match leaderd::daemon::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
-                    tracing::error!("{err}");
                     eprintln!("leaderd: {err}");
                     ExitCode::from(1)
                 }

@@ -159,6 +159,7 @@ impl<B: Backend> Elector<B> {
             // Mark notices seen *before* asking, so a release announced while
             // the request is in flight still wakes us below.
             changes.borrow_and_update();
+            self.beat();
             let sent = Instant::now();
             let deadline = sent + self.timing.retry_period;
             let attempt =
@@ -225,6 +226,7 @@ impl<B: Backend> Elector<B> {
             if Instant::now() >= safe_until {
                 return LeadEnd::SteppedDown(Reason::RenewFailed);
             }
+            self.beat();
             let sent = Instant::now();
             let deadline = (sent + self.timing.retry_period).min(safe_until);
             let attempt = self
@@ -370,7 +372,10 @@ impl<B: Backend> Elector<B> {
         }
     }
 
-    /// Proof of progress for `/healthz`, without waking consumers.
+    /// Proof of progress for `/healthz`, without waking consumers. Beating
+    /// before and after every call keeps the gap under `retry_period` (a
+    /// sleep or a call, each bounded by it), well below the `lease_duration`
+    /// after which the loop counts as stuck.
     fn beat(&self) {
         self.state.send_if_modified(|state| {
             state.heartbeat = Instant::now();

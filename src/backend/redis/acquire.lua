@@ -32,6 +32,6 @@ local value = '{"holder":' .. cjson.encode(ARGV[1]) ..
   ',"token":' .. string.format('%d', token) ..
   ',"term":"' .. ARGV[2] ..
   '","acquired_at":"' .. ARGV[5] .. '"}'
-redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[3])
 redis.call('PUBLISH', ARGV[6], 'acquired ' .. string.format('%d', token))
 return {1, token, value}

@@ -39,9 +39,9 @@ impl Connection {
         &self.shown_url
     }
 
-    /// Runs `op` on the connection, opening one first if needed. A timeout or
-    /// an I/O error drops the connection so the next call starts clean
-    /// rather than queueing behind a request a frozen server never answers.
+    /// Runs `op` on the connection, opening one first if needed. Any failure
+    /// drops the connection so the next call starts clean rather than
+    /// queueing behind a request a frozen server never answers.
     pub async fn run<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, BackendError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
@@ -51,10 +51,9 @@ impl Connection {
         match timeout_at(deadline, op(connection)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
-                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
-                {
-                    self.forget().await;
-                }
+                // Whatever went wrong, a fresh connection is cheap and rules
+                // out a half-broken one; this only happens after a failure.
+                self.forget().await;
                 Err(BackendError::new(format!("{}: {err}", self.shown_url)))
             }
             Err(_) => {

@@ -177,6 +177,15 @@ impl Config {
                 Some((head, tail)) if !head.contains(' ') => tail.to_string(),
                 _ => message,
             };
+            // A missing key is reported at its parent; name the key itself.
+            let field = match reason
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+            {
+                Some((key, _)) if field.is_empty() => key.to_string(),
+                Some((key, _)) => format!("{field}.{key}"),
+                None => field,
+            };
             ConfigError {
                 file: path.to_path_buf(),
                 field,
@@ -453,6 +462,11 @@ mod tests {
                 "election:\n  name: demo\nbackend: {}\n",
                 "backend",
                 "no backend",
+            ),
+            (
+                "election:\n  identity: x\nbackend: {}\n",
+                "election.name",
+                "missing field `name`",
             ),
         ];
         for (yaml, field, reason) in cases {

@@ -44,6 +44,10 @@ pub enum Acquire {
     /// The lease key holds something leaderd did not write. It is never
     /// deleted or overwritten; the description says what was found.
     Foreign { description: String },
+    /// The lease of `live_holder` disappeared without being released: the
+    /// store lost it, and that holder may still believe it leads until its
+    /// own safe-until. Nothing was written.
+    Vanished,
 }
 
 /// The answer to a renew attempt.
@@ -91,10 +95,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Atomically takes the lease for `lease` if it is free, minting a new
     /// fencing token, or reports who holds it.
+    ///
+    /// `live_holder` is the holder this candidate last saw and whose lease
+    /// has not run out by its own clock. If the lease is free but was not
+    /// released by that holder, the backend must answer
+    /// [`Acquire::Vanished`] instead of taking it.
     fn acquire(
         &self,
         identity: &str,
         lease: Duration,
+        live_holder: Option<&Holder>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Acquire, BackendError>> + Send;
 

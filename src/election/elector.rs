@@ -78,6 +78,15 @@ pub struct Elector<B: Backend> {
     warned_foreign: Option<String>,
 }
 
+/// A holder seen by a follower, and the instant (our clock) until which
+/// it may still be acting as leader.
+struct Sighting {
+    holder: Holder,
+    until: Instant,
+    /// Its lease disappeared from the store without a release.
+    vanished: bool,
+}
+
 enum FollowEnd {
     Acquired { term: Term, sent: Instant },
     Shutdown,
@@ -155,16 +164,25 @@ impl<B: Backend> Elector<B> {
     async fn follow(&mut self, shutdown: &CancellationToken) -> FollowEnd {
         let mut changes = self.backend.changes();
         let mut backoff = self.timing.first_backoff();
+        // The holder we last saw and until when its lease runs by our clock.
+        let mut sighting: Option<Sighting> = None;
         loop {
             // Mark notices seen *before* asking, so a release announced while
             // the request is in flight still wakes us below.
             changes.borrow_and_update();
             self.beat();
             let sent = Instant::now();
+            if sighting.as_ref().is_some_and(|seen| sent >= seen.until) {
+                sighting = None;
+            }
+            let live_holder = sighting.as_ref().map(|seen| &seen.holder);
             let deadline = sent + self.timing.retry_period;
-            let attempt =
-                self.backend
-                    .acquire(&self.identity, self.timing.lease_duration, deadline);
+            let attempt = self.backend.acquire(
+                &self.identity,
+                self.timing.lease_duration,
+                live_holder,
+                deadline,
+            );
             let result = tokio::select! {
                 result = bounded(deadline, attempt) => result,
                 () = shutdown.cancelled() => return FollowEnd::Shutdown,
@@ -176,9 +194,41 @@ impl<B: Backend> Elector<B> {
                     backoff = self.timing.first_backoff();
                     self.backend_answered();
                     self.warn_if_duplicate_identity(&holder);
+                    sighting = Some(Sighting {
+                        holder: holder.clone(),
+                        until: now + remaining,
+                        vanished: false,
+                    });
                     self.observe(Some(holder), Some(now + remaining));
                     // +1 ms: Redis expires with millisecond precision.
                     now + (remaining + Duration::from_millis(1)).min(self.timing.retry_period)
+                }
+                Ok(Acquire::Vanished) => {
+                    backoff = self.timing.first_backoff();
+                    self.backend_answered();
+                    self.observe(None, None);
+                    match sighting.as_mut() {
+                        Some(seen) => {
+                            if !seen.vanished {
+                                // Its holder's last renewal reached the store
+                                // before the loss, so it steps down within
+                                // renew_deadline from now; waiting a whole
+                                // lease_duration leaves it the same margin
+                                // as an ordinary expiry does.
+                                seen.vanished = true;
+                                seen.until = now + self.timing.lease_duration;
+                                tracing::warn!(
+                                    holder = %seen.holder.identity,
+                                    token = seen.holder.fencing_token.unwrap_or(0),
+                                    wait = %crate::config::show(self.timing.lease_duration),
+                                    "the lease vanished from the store without a release (data lost?); waiting until its holder has surely stepped down"
+                                );
+                            }
+                            seen.until.min(now + self.timing.retry_period)
+                        }
+                        // Only sent with a sighting; retry at once without it.
+                        None => now,
+                    }
                 }
                 Ok(Acquire::Foreign { description }) => {
                     backoff = self.timing.first_backoff();

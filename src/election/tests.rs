@@ -25,6 +25,8 @@ const TIMING: Timing = Timing {
 struct Store {
     holder: Option<(Holder, String, Instant)>,
     counter: u64,
+    /// Token of the last term released on purpose.
+    released: Option<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -78,6 +80,7 @@ impl Backend for FakeBackend {
         &self,
         identity: &str,
         lease: Duration,
+        live_holder: Option<&Holder>,
         _: Instant,
     ) -> Result<Acquire, BackendError> {
         self.reach().await?;
@@ -90,6 +93,11 @@ impl Backend for FakeBackend {
                 holder: holder.clone(),
                 remaining: *expires - now,
             });
+        }
+        if let Some(live) = live_holder
+            && live.fencing_token != store.released
+        {
+            return Ok(Acquire::Vanished);
         }
         store.counter += 1;
         let term = Term {
@@ -130,6 +138,7 @@ impl Backend for FakeBackend {
             .is_some_and(|(_, claim, _)| *claim == term.claim);
         if ours {
             store.holder = None;
+            store.released = Some(term.fencing_token);
             self.ticks.send_modify(|n| *n += 1);
         }
         Ok(ours)
@@ -358,4 +367,31 @@ async fn followers_cost_at_most_one_call_per_retry_period() {
         (39..=41).contains(&calls),
         "{calls} calls in 40 retry periods"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_lost_by_the_store_is_not_taken_while_its_holder_may_still_lead() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    let mut b = start("b", &store, &ticks);
+    until(&mut b, |s| s.leader.is_some()).await;
+
+    // The store loses everything (Redis restarted without persistence),
+    // while a's link is hung so that a cannot notice before its safe-until.
+    a.backend.set_link(Link::Hung);
+    let lost_at = Instant::now();
+    store.lock().expect("store").holder = None;
+    let a_safe_until = a
+        .state
+        .borrow()
+        .term
+        .as_ref()
+        .map(|t| t.safe_until)
+        .expect("leads");
+
+    let b_leads = until(&mut b, leading).await;
+    assert!(b_leads > a_safe_until, "b led before a's safe-until");
+    assert!(b_leads - lost_at <= TIMING.lease_duration + TIMING.retry_period);
+    assert_eq!(a.state.borrow().last_reason, Some(Reason::RenewFailed));
 }

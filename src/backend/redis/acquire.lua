@@ -1,19 +1,29 @@
 -- Takes the leadership lease if it is free and mints the term's fencing token
 -- in the same atomic step. Never touches a key it did not write.
 --
--- KEYS[1] lock key      KEYS[2] fencing counter
+-- KEYS[1] lock key      KEYS[2] fencing counter    KEYS[3] last released token
 -- ARGV[1] identity      ARGV[2] random term id     ARGV[3] lease in ms
 -- ARGV[4] lowest token acceptable (highest token this candidate saw + 1)
 -- ARGV[5] acquired-at (RFC 3339, informational)     ARGV[6] pub/sub channel
+-- ARGV[7] token of the holder the caller saw and whose lease has not run out
+--         by the caller's clock, or 0
 --
 -- Returns {1, token, value}    acquired
 --         {0, value, pttl_ms}  held by the writer of value (parsed by the caller)
 --         {2, description}     the keys hold something leaderd did not write
+--         {3}                  the lease the caller saw vanished without being
+--                              released: the store lost it (restart without
+--                              persistence, failover, flush) and its holder
+--                              may still think it leads, so do not take it yet
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'string' then
   return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 elseif kind ~= 'none' then
   return {2, KEYS[1] .. ' holds a ' .. kind .. ', not a leaderd lock value'}
+end
+
+if ARGV[7] ~= '0' and redis.pcall('GET', KEYS[3]) ~= ARGV[7] then
+  return {3}
 end
 
 local token = redis.pcall('INCR', KEYS[2])

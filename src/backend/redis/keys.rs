@@ -14,6 +14,8 @@ pub struct Keys {
     pub lock: String,
     /// The fencing counter: the last token minted, without a TTL.
     pub fence: String,
+    /// The token of the last term that was released on purpose.
+    pub released: String,
     /// Pub/sub channel on which acquire and release are announced.
     pub channel: String,
 }
@@ -24,6 +26,7 @@ impl Keys {
         Keys {
             lock: format!("{base}:lock"),
             fence: format!("{base}:fence"),
+            released: format!("{base}:released"),
             channel: format!("{base}:events"),
         }
     }

@@ -23,7 +23,7 @@ use redis::{Script, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, Backend, BackendError, Renew, Term};
+use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
 pub use connection::Connection;
 pub use keys::{Keys, LockValue};
 use notices::NoticeListener;
@@ -86,8 +86,10 @@ impl Backend for RedisBackend {
         &self,
         identity: &str,
         lease: Duration,
+        live_holder: Option<&Holder>,
         deadline: Instant,
     ) -> Result<Acquire, BackendError> {
+        let guard = live_holder.and_then(|h| h.fencing_token).unwrap_or(0);
         let term_id = random_term_id();
         let floor = self
             .highest_token_seen
@@ -104,12 +106,14 @@ impl Backend for RedisBackend {
                         .acquire
                         .key(&self.keys.lock)
                         .key(&self.keys.fence)
+                        .key(&self.keys.released)
                         .arg(identity)
                         .arg(term_id)
                         .arg(millis(lease))
                         .arg(floor)
                         .arg(acquired_at)
                         .arg(&self.keys.channel)
+                        .arg(guard)
                         .invoke_async(&mut conn)
                         .await
                 }
@@ -158,6 +162,7 @@ impl Backend for RedisBackend {
             [Value::Int(2), description] => Ok(Acquire::Foreign {
                 description: text(description).ok_or_else(unexpected)?,
             }),
+            [Value::Int(3)] => Ok(Acquire::Vanished),
             _ => Err(unexpected()),
         }
     }
@@ -212,9 +217,11 @@ impl Backend for RedisBackend {
                 self.scripts
                     .release
                     .key(&self.keys.lock)
+                    .key(&self.keys.released)
                     .arg(&term.claim)
                     .arg(&self.keys.channel)
                     .arg(&notice)
+                    .arg(term.fencing_token)
                     .invoke_async(&mut conn)
                     .await
             })

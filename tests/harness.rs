@@ -1,0 +1,115 @@
+//! Self-tests of the test support code (independent of leaderd itself), so a
+//! failing scenario can be trusted to be about leaderd, not the harness.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[test]
+fn redis_server_lifecycle() {
+    let mut redis = RedisServer::start();
+    assert_eq!(redis.cmd(&["SET", "k", "v"]), "OK");
+    assert_eq!(redis.get("k").as_deref(), Some("v"));
+    assert_eq!(redis.get("missing"), None);
+    assert_eq!(redis.cmd(&["INCR", "n"]), "1");
+    assert_eq!(redis.cmd(&["HSET", "h", "a", "b"]), "1");
+    assert_eq!(redis.cmd(&["TYPE", "h"]), "hash");
+    assert_eq!(redis.cmd(&["PTTL", "k"]), "-1");
+
+    // Frozen: commands time out; thawed: they work again.
+    redis.freeze();
+    let t = Instant::now();
+    assert!(redis.try_cmd(&["PING"]).is_err());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    redis.thaw();
+    assert_eq!(redis.cmd(&["PING"]), "PONG");
+
+    // Restart on the same port, without data.
+    let port = redis.port();
+    redis.restart_empty();
+    assert_eq!(redis.port(), port);
+    assert_eq!(redis.get("k"), None);
+
+    redis.kill();
+    assert!(redis.try_cmd(&["PING"]).is_err());
+}
+
+#[test]
+fn two_redis_servers_get_distinct_ports() {
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    assert_ne!(a.port(), b.port());
+    a.cmd(&["SET", "x", "a"]);
+    assert_eq!(b.get("x"), None);
+}
+
+/// Serves one canned response per connection.
+fn canned(responses: Vec<&'static [u8]>) -> (String, thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let h = thread::spawn(move || {
+        for resp in responses {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(resp);
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn http_client_parses_plain_chunked_and_close_delimited_bodies() {
+    let (addr, h) = canned(vec![
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\n\r\nbye",
+    ]);
+    let t = Duration::from_secs(5);
+    assert_eq!(
+        http_request(&addr, "GET", "/a", t).expect("plain"),
+        (200, "hello".into())
+    );
+    assert_eq!(
+        http_request(&addr, "GET", "/b", t).expect("chunked"),
+        (503, "abcdefg".into())
+    );
+    assert_eq!(
+        http_request(&addr, "POST", "/c", t).expect("close"),
+        (404, "bye".into())
+    );
+    h.join().expect("server");
+}
+
+#[test]
+fn http_client_times_out_on_a_silent_server() {
+    // Accepts (via the backlog) but never answers, like a SIGSTOPped process.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let t = Instant::now();
+    assert!(http_get(&addr, "/leader", Duration::from_millis(200)).is_none());
+    assert!(t.elapsed() < Duration::from_secs(2));
+    drop(l);
+    assert!(http_get(&addr, "/leader", Duration::from_millis(200)).is_none());
+}
+
+#[test]
+fn metrics_helpers_sum_by_labels() {
+    let text = "# HELP c a counter\n# TYPE c counter\nc{election=\"e\",reason=\"x\"} 2\nc{election=\"e\",reason=\"y\"} 3\n# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.3\nh_count 2\n";
+    assert_eq!(metric_sum(text, "c", &[]), 5.0);
+    assert_eq!(metric_sum(text, "c", &[("reason", "y")]), 3.0);
+    assert_eq!(metric_sum(text, "nope", &[]), 0.0);
+    let s = parse_metrics(text);
+    assert!(s.samples.iter().any(|s| s.metric == "h"));
+}
+
+#[test]
+#[should_panic(expected = "waiting until never")]
+fn wait_until_is_bounded() {
+    wait_until(Duration::from_millis(50), "never", || false);
+}

@@ -1,0 +1,1042 @@
+//! Test support for leaderd integration tests.
+//!
+//! Everything here drives real processes: a real `redis-server` on a free
+//! loopback port and the real `leaderd` binary. Every wait is a bounded poll,
+//! every spawned process is killed and reaped on drop.
+//!
+//! Declared from each test file with `mod support;`, so not every helper is
+//! used by every test crate.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// Timings
+// ---------------------------------------------------------------------------
+
+/// Lease duration used by [`config`].
+pub const LEASE: Duration = Duration::from_millis(1000);
+/// Renew deadline used by [`config`].
+pub const RENEW_DEADLINE: Duration = Duration::from_millis(600);
+/// Retry period used by [`config`].
+pub const RETRY: Duration = Duration::from_millis(150);
+/// Generous bound for "this should happen soon": only catches hangs.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+/// Timeout of a single probe of a candidate (a stopped process never answers).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+const POLL_EVERY: Duration = Duration::from_millis(15);
+
+// ---------------------------------------------------------------------------
+// Polling
+// ---------------------------------------------------------------------------
+
+/// Polls `cond` every ~15 ms until it returns true; panics naming `what` after
+/// `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        thread::sleep(POLL_EVERY);
+    }
+}
+
+/// Like [`wait_until`] but the closure yields a value once ready.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(POLL_EVERY);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ports and config
+// ---------------------------------------------------------------------------
+
+/// A loopback port that was free a moment ago (bind 127.0.0.1:0, then drop).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0 to find a free port")
+}
+
+/// YAML config with short test timings (lease 1s, renew 600ms, retry 150ms).
+pub fn config(name: &str, redis_url: &str) -> String {
+    config_with(name, redis_url, LEASE, RENEW_DEADLINE, RETRY)
+}
+
+/// YAML config with explicit timings.
+pub fn config_with(
+    name: &str,
+    redis_url: &str,
+    lease: Duration,
+    renew_deadline: Duration,
+    retry: Duration,
+) -> String {
+    format!(
+        "election:\n  name: {name}\n  lease_duration: {}ms\n  renew_deadline: {}ms\n  retry_period: {}ms\nbackend:\n  redis:\n    urls: [\"{redis_url}\"]\n    key_prefix: leaderd\nhttp:\n  listen: \"127.0.0.1:0\"\n",
+        lease.as_millis(),
+        renew_deadline.as_millis(),
+        retry.as_millis(),
+    )
+}
+
+/// The Redis key of the lock of election `name` (prefix `leaderd`).
+pub fn lock_key(name: &str) -> String {
+    format!("leaderd:{{{name}}}:lock")
+}
+
+/// The Redis key of the fencing counter of election `name` (prefix `leaderd`).
+pub fn fence_key(name: &str) -> String {
+    format!("leaderd:{{{name}}}:fence")
+}
+
+/// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`, ...) with `kill(1)`.
+pub fn send_signal(pid: u32, sig: &str) {
+    let sig = sig.trim_start_matches("SIG");
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run kill(1)");
+    assert!(status.success(), "kill -{sig} {pid} failed: {status}");
+}
+
+fn describe_exit(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => -sig,
+        (None, None) => i32::MIN,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------
+
+/// A RESP reply, as decoded by [`RedisServer::try_cmd`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// Rendered like `redis-cli --raw` (nil is the empty string).
+    pub fn raw(&self) -> String {
+        match self {
+            Reply::Simple(s) | Reply::Error(s) => s.clone(),
+            Reply::Int(i) => i.to_string(),
+            Reply::Bulk(b) => b.clone().unwrap_or_default(),
+            Reply::Array(None) => String::new(),
+            Reply::Array(Some(items)) => {
+                items.iter().map(Reply::raw).collect::<Vec<_>>().join("\n")
+            }
+        }
+    }
+}
+
+/// A real `redis-server` child process on a loopback port, in a tempdir.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a fresh server on a free port (retries a few ports).
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir for redis");
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn_redis(dir.path(), port) {
+                Ok(child) => {
+                    return RedisServer {
+                        port,
+                        child: Some(child),
+                        dir,
+                    };
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("could not start redis-server: {last_err}");
+    }
+
+    /// Starts a server on a given port (e.g. one reserved for a test that
+    /// starts Redis late). Retries a few times on the same port.
+    pub fn start_on(port: u16) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir for redis");
+        let child = spawn_redis_retrying(dir.path(), port);
+        RedisServer {
+            port,
+            child: Some(child),
+            dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis is running").id()
+    }
+
+    /// SIGKILL and reap. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the server keeps its sockets but answers nothing.
+    pub fn freeze(&self) {
+        send_signal(self.pid(), "STOP");
+    }
+
+    /// Alias of [`RedisServer::freeze`].
+    pub fn stop(&self) {
+        self.freeze();
+    }
+
+    /// SIGCONT after [`RedisServer::freeze`].
+    pub fn thaw(&self) {
+        send_signal(self.pid(), "CONT");
+    }
+
+    /// Kills the server and starts a new, empty one on the same port.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for entry in fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+        self.child = Some(spawn_redis_retrying(self.dir.path(), self.port));
+    }
+
+    /// Runs one command; `Err` on transport failure (refused, timeout).
+    pub fn try_cmd(&self, args: &[&str]) -> Result<Reply, String> {
+        resp_command(self.port, args, Duration::from_secs(2))
+    }
+
+    /// Runs one command and renders the reply like `redis-cli --raw`.
+    /// Panics if the server cannot be reached.
+    pub fn cmd(&self, args: &[&str]) -> String {
+        match self.try_cmd(args) {
+            Ok(reply) => reply.raw(),
+            Err(e) => panic!("redis command {args:?} on port {} failed: {e}", self.port),
+        }
+    }
+
+    /// GET, distinguishing a missing key (`None`) from an empty value.
+    pub fn get(&self, key: &str) -> Option<String> {
+        match self.try_cmd(&["GET", key]) {
+            Ok(Reply::Bulk(v)) => v,
+            Ok(other) => panic!("GET {key}: unexpected reply {other:?}"),
+            Err(e) => panic!("GET {key} on port {} failed: {e}", self.port),
+        }
+    }
+}
+
+/// A pub/sub subscription on its own connection.
+pub struct Subscription {
+    reader: io::BufReader<TcpStream>,
+}
+
+impl Subscription {
+    /// The payload of the next published message, `None` after `timeout`.
+    pub fn next_message(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if left.is_zero() {
+                return None;
+            }
+            self.reader.get_ref().set_read_timeout(Some(left)).ok()?;
+            match read_reply(&mut self.reader) {
+                Ok(Reply::Array(Some(items))) => {
+                    if items.first() == Some(&Reply::Bulk(Some("message".into()))) {
+                        return items.get(2).map(Reply::raw);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl RedisServer {
+    /// SUBSCRIBEs to `channel` (confirmed before returning).
+    pub fn subscribe(&self, channel: &str) -> Subscription {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("set timeout");
+        let req = format!(
+            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
+            channel.len()
+        );
+        stream.write_all(req.as_bytes()).expect("send SUBSCRIBE");
+        let mut reader = io::BufReader::new(stream);
+        let confirm = read_reply(&mut reader).expect("SUBSCRIBE confirmation");
+        assert!(
+            matches!(&confirm, Reply::Array(Some(v)) if v.first() == Some(&Reply::Bulk(Some("subscribe".into())))),
+            "unexpected SUBSCRIBE reply {confirm:?}"
+        );
+        Subscription { reader }
+    }
+}
+
+/// The pub/sub channel of election `name` (prefix `leaderd`).
+pub fn events_channel(name: &str) -> String {
+    format!("leaderd:{{{name}}}:events")
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            // A stopped process dies of SIGKILL as well; CONT is harmless.
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.kill();
+    }
+}
+
+fn spawn_redis_retrying(dir: &Path, port: u16) -> Child {
+    let mut last_err = String::new();
+    for _ in 0..10 {
+        match spawn_redis(dir, port) {
+            Ok(child) => return child,
+            Err(e) => {
+                last_err = e;
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    panic!("could not start redis-server on port {port}: {last_err}");
+}
+
+/// Spawns redis-server and waits (bounded) until it answers PING.
+fn spawn_redis(dir: &Path, port: u16) -> Result<Child, String> {
+    let log_path = dir.join(format!("redis-{port}.log"));
+    let log = fs::File::create(&log_path).map_err(|e| format!("create redis log: {e}"))?;
+    let mut child = Command::new("/usr/bin/redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--daemonize", "no"])
+        .args(["--protected-mode", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn redis-server: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!(
+                "redis-server exited ({status}) on port {port}:\n{log}"
+            ));
+        }
+        let pong = resp_command(port, &["PING"], Duration::from_millis(500));
+        if pong == Ok(Reply::Simple("PONG".into())) {
+            return Ok(child);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!(
+                "redis-server on port {port} not ready in 10s:\n{log}"
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A minimal RESP client: one connection per command, with timeouts.
+fn resp_command(port: u16, args: &[&str], timeout: Duration) -> Result<Reply, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&req).map_err(|e| e.to_string())?;
+    let mut reader = io::BufReader::new(stream);
+    read_reply(&mut reader).map_err(|e| e.to_string())
+}
+
+fn read_line(r: &mut impl io::BufRead) -> io::Result<String> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof"));
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn read_reply(r: &mut impl io::BufRead) -> io::Result<Reply> {
+    let line = read_line(r)?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad RESP: {line:?}"));
+    let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
+    match kind {
+        "+" => Ok(Reply::Simple(rest.to_string())),
+        "-" => Ok(Reply::Error(rest.to_string())),
+        ":" => rest.parse().map(Reply::Int).map_err(|_| bad()),
+        "$" => {
+            let len: i64 = rest.parse().map_err(|_| bad())?;
+            if len < 0 {
+                return Ok(Reply::Bulk(None));
+            }
+            let mut buf = vec![0u8; len as usize + 2];
+            r.read_exact(&mut buf)?;
+            buf.truncate(len as usize);
+            Ok(Reply::Bulk(Some(
+                String::from_utf8_lossy(&buf).into_owned(),
+            )))
+        }
+        "*" => {
+            let len: i64 = rest.parse().map_err(|_| bad())?;
+            if len < 0 {
+                return Ok(Reply::Array(None));
+            }
+            let mut items = Vec::with_capacity(len as usize);
+            for _ in 0..len {
+                items.push(read_reply(r)?);
+            }
+            Ok(Reply::Array(Some(items)))
+        }
+        _ => Err(bad()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------
+
+/// A blocking HTTP/1.1 request with a total `timeout` (connect + read).
+/// Handles Content-Length, chunked and read-to-close bodies.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    let deadline = Instant::now() + timeout;
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let mut stream = TcpStream::connect_timeout(&sock, timeout)?;
+    let remaining = |deadline: Instant| {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "request timed out"))
+    };
+    stream.set_write_timeout(Some(remaining(deadline)?))?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes())?;
+
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(done) = parse_response(&buf, false) {
+            return done;
+        }
+        stream.set_read_timeout(Some(remaining(deadline)?))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, e));
+            }
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return parse_response(&buf, true).unwrap_or_else(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed mid-response: {:?}",
+                        String::from_utf8_lossy(&buf)
+                    ),
+                ))
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `Some` once `buf` holds a complete response (or `eof` and it is parseable).
+fn parse_response(buf: &[u8], eof: bool) -> Option<io::Result<(u16, String)>> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let body = &buf[head_end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = match status_line.split_whitespace().nth(1).map(str::parse::<u16>) {
+        Some(Ok(s)) => s,
+        _ => {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )));
+        }
+    };
+    let mut content_length = None;
+    let mut chunked = false;
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        if k == "content-length" {
+            content_length = v.parse::<usize>().ok();
+        } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+            chunked = true;
+        }
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if chunked {
+        return decode_chunked(body).map(|b| Ok((status, text(&b))));
+    }
+    if let Some(len) = content_length {
+        return (body.len() >= len).then(|| Ok((status, text(&body[..len]))));
+    }
+    eof.then(|| Ok((status, text(body))))
+}
+
+/// Decodes a complete chunked body, `None` if it is not complete yet.
+fn decode_chunked(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
+        let size_str = String::from_utf8_lossy(&body[..line_end]);
+        let size_str = size_str.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_str, 16).ok()?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if body.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+/// GET with a total timeout; `None` on any error (refused, timeout, ...).
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, timeout).ok()
+}
+
+// ---------------------------------------------------------------------------
+// leaderd
+// ---------------------------------------------------------------------------
+
+/// Path of the leaderd binary built by cargo for these tests.
+pub fn leaderd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_leaderd")
+}
+
+/// A `leaderd` command with a clean environment (no LEADERD_* / POD_NAME
+/// leaking from the caller).
+pub fn leaderd_command() -> Command {
+    let mut cmd = Command::new(leaderd_bin());
+    for var in [
+        "LEADERD_CONFIG",
+        "LEADERD_IDENTITY",
+        "LEADERD_LISTEN",
+        "LEADERD_LOG",
+        "POD_NAME",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `leaderd ARGS...` to completion (bounded), returning its output.
+pub fn run_leaderd(args: &[&str], timeout: Duration) -> Output {
+    let mut child = leaderd_command()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn leaderd");
+    // Drain the pipes in threads so a chatty child cannot block.
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let out_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait leaderd") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err_t.join().unwrap_or_default();
+            panic!(
+                "leaderd {args:?} did not exit within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        thread::sleep(POLL_EVERY);
+    };
+    Output {
+        status,
+        stdout: out_t.join().expect("stdout reader"),
+        stderr: err_t.join().expect("stderr reader"),
+    }
+}
+
+/// Builder for a running `leaderd run` daemon.
+pub struct LeaderdBuilder {
+    config: String,
+    identity: Option<String>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    wait_healthy: bool,
+}
+
+impl LeaderdBuilder {
+    pub fn identity(mut self, id: &str) -> Self {
+        self.identity = Some(id.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Do not wait for /healthz (the caller checks what happens instead).
+    pub fn no_wait(mut self) -> Self {
+        self.wait_healthy = false;
+        self
+    }
+
+    pub fn start(self) -> Leaderd {
+        let dir = tempfile::tempdir().expect("tempdir for leaderd");
+        let config_path = dir.path().join("leaderd.yaml");
+        fs::write(&config_path, &self.config).expect("write leaderd config");
+        let mut last_log = String::new();
+        for attempt in 0..3 {
+            let port = free_port();
+            let log_path = dir.path().join(format!("leaderd-{attempt}.log"));
+            let log = fs::File::create(&log_path).expect("create leaderd log");
+            let mut cmd = leaderd_command();
+            cmd.arg("run")
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"));
+            if let Some(id) = &self.identity {
+                cmd.arg("--identity").arg(id);
+            }
+            cmd.args(&self.args)
+                .env("LEADERD_LOG", "info,leaderd=debug")
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(Stdio::null())
+                .stderr(log);
+            let child = cmd.spawn().expect("spawn leaderd");
+            let mut d = Leaderd {
+                addr: format!("127.0.0.1:{port}"),
+                identity: self.identity.clone().unwrap_or_default(),
+                child: Mutex::new(child),
+                exit: Mutex::new(None),
+                log_path,
+                config_path: config_path.clone(),
+                dir: None,
+            };
+            if !self.wait_healthy {
+                d.dir = Some(dir);
+                return d;
+            }
+            match d.wait_healthy(Duration::from_secs(10)) {
+                Ok(()) => {
+                    d.dir = Some(dir);
+                    return d;
+                }
+                Err(why) => {
+                    let log = d.log();
+                    // Someone took the free port between our probe and the
+                    // daemon's bind: the daemon exits 1 naming the address.
+                    let port_clash = d.try_exit_code() == Some(1)
+                        && (log.contains("in use") || log.contains(&d.addr));
+                    drop(d);
+                    if port_clash && attempt < 2 {
+                        last_log = log;
+                        continue;
+                    }
+                    panic!(
+                        "leaderd ({:?}) did not become healthy: {why}\n--- config ---\n{}\n--- log ---\n{log}",
+                        self.identity, self.config
+                    );
+                }
+            }
+        }
+        panic!("leaderd could not bind an HTTP port:\n{last_log}");
+    }
+}
+
+/// A running `leaderd run` child process with its HTTP address and log.
+pub struct Leaderd {
+    addr: String,
+    identity: String,
+    child: Mutex<Child>,
+    exit: Mutex<Option<i32>>,
+    log_path: PathBuf,
+    config_path: PathBuf,
+    dir: Option<TempDir>,
+}
+
+impl Leaderd {
+    /// Starts `leaderd run` with this config and identity, waits for /healthz.
+    pub fn start(config_yaml: &str, identity: &str) -> Leaderd {
+        Leaderd::builder(config_yaml).identity(identity).start()
+    }
+
+    pub fn builder(config_yaml: &str) -> LeaderdBuilder {
+        LeaderdBuilder {
+            config: config_yaml.to_string(),
+            identity: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            wait_healthy: true,
+        }
+    }
+
+    fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.try_exit_code() {
+                return Err(format!(
+                    "leaderd exited with {code} before /healthz answered"
+                ));
+            }
+            if let Some((200, _)) = http_get(&self.addr, "/healthz", Duration::from_millis(500)) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("/healthz not 200 within {timeout:?}"));
+            }
+            thread::sleep(POLL_EVERY);
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// `127.0.0.1:PORT` of the HTTP server.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.lock().expect("child lock").id()
+    }
+
+    /// GET with a timeout; `None` on connection error or timeout.
+    pub fn try_get(&self, path: &str, timeout: Duration) -> Option<(u16, String)> {
+        http_get(&self.addr, path, timeout)
+    }
+
+    /// GET that must succeed (5 s timeout); panics with the log otherwise.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path)
+    }
+
+    /// Any method; must get an answer (5 s timeout).
+    pub fn request(&self, method: &str, path: &str) -> (u16, String) {
+        match http_request(&self.addr, method, path, Duration::from_secs(5)) {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "{method} {path} on {} ({}) failed: {e}\n--- log ---\n{}",
+                self.identity,
+                self.addr,
+                self.log()
+            ),
+        }
+    }
+
+    /// GET /status parsed as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = self.get("/status");
+        assert_eq!(
+            code, 200,
+            "/status of {} answered {code}: {body}",
+            self.identity
+        );
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/status of {} is not JSON ({e}): {body}", self.identity))
+    }
+
+    /// GET /status parsed as JSON, `None` if there is no (timely) answer.
+    pub fn try_status(&self) -> Option<serde_json::Value> {
+        let (code, body) = self.try_get("/status", Duration::from_secs(1))?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// Status code of GET /leader; `None` on connection error or timeout.
+    pub fn leader_code(&self) -> Option<u16> {
+        self.try_get("/leader", PROBE_TIMEOUT).map(|(c, _)| c)
+    }
+
+    /// `true` iff GET /leader answers 200 right now.
+    pub fn is_leading(&self) -> bool {
+        self.leader_code() == Some(200)
+    }
+
+    /// GET /metrics text.
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200, "/metrics of {} answered {code}", self.identity);
+        body
+    }
+
+    /// Sum of all samples of a counter/gauge named `name` in /metrics.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.metrics(), name, &[])
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        send_signal(self.pid(), sig);
+    }
+
+    fn try_exit_code(&self) -> Option<i32> {
+        let mut exit = self.exit.lock().expect("exit lock");
+        if exit.is_none() {
+            let mut child = self.child.lock().expect("child lock");
+            if let Ok(Some(status)) = child.try_wait() {
+                *exit = Some(describe_exit(status));
+            }
+        }
+        *exit
+    }
+
+    /// Waits (bounded) for the process to exit. Exit code, or minus the
+    /// signal number if killed by a signal; `None` if still running.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.try_exit_code() {
+                return Some(code);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(POLL_EVERY);
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&self) {
+        if self.try_exit_code().is_some() {
+            return;
+        }
+        let mut child = self.child.lock().expect("child lock");
+        let _ = child.kill();
+        if let Ok(status) = child.wait() {
+            *self.exit.lock().expect("exit lock") = Some(describe_exit(status));
+        }
+    }
+
+    /// The stderr log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Leaderd {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!(
+                "--- leaderd {} ({}) log ---\n{}\n--- end of log ---",
+                self.identity,
+                self.addr,
+                self.log()
+            );
+        }
+    }
+}
+
+/// Starts `n` candidates `{prefix}-0 .. {prefix}-{n-1}` with the same config.
+pub fn start_candidates(config_yaml: &str, prefix: &str, n: usize) -> Vec<Leaderd> {
+    (0..n)
+        .map(|i| Leaderd::start(config_yaml, &format!("{prefix}-{i}")))
+        .collect()
+}
+
+/// Probes GET /leader of all candidates concurrently (one round); each entry
+/// is the status code or `None` if there was no answer within the timeout.
+pub fn leader_round(candidates: &[&Leaderd]) -> Vec<Option<u16>> {
+    let addrs: Vec<&str> = candidates.iter().map(|c| c.addr()).collect();
+    thread::scope(|s| {
+        let handles: Vec<_> = addrs
+            .iter()
+            .map(|a| s.spawn(move || http_get(a, "/leader", PROBE_TIMEOUT).map(|(c, _)| c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe thread"))
+            .collect()
+    })
+}
+
+/// Index of the single candidate answering /leader 200, if exactly one does
+/// in one concurrent round; panics if two or more do.
+pub fn sole_leader(candidates: &[&Leaderd]) -> Option<usize> {
+    let round = leader_round(candidates);
+    let leaders: Vec<usize> = round
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == Some(200))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        leaders.len() <= 1,
+        "two candidates answered /leader 200 in the same round: {:?} (round {round:?})",
+        leaders
+            .iter()
+            .map(|i| candidates[*i].identity())
+            .collect::<Vec<_>>()
+    );
+    leaders.first().copied()
+}
+
+/// Waits until exactly one candidate leads; returns its index.
+pub fn wait_for_leader(candidates: &[&Leaderd], timeout: Duration) -> usize {
+    wait_for(timeout, "one candidate answers /leader 200", || {
+        sole_leader(candidates)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+/// Parses Prometheus text with `prometheus-parse`.
+pub fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("parse /metrics")
+}
+
+/// Sum of samples named `name` whose labels include all `labels`
+/// (counters, gauges, untyped). 0 if there is none.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    parse_metrics(text)
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// JSON value of the lock key as an object, if it is set and is JSON.
+pub fn lock_value(redis: &RedisServer, name: &str) -> Option<serde_json::Value> {
+    let raw = redis.get(&lock_key(name))?;
+    Some(
+        serde_json::from_str(&raw)
+            .unwrap_or_else(|e| panic!("lock value is not JSON ({e}): {raw:?}")),
+    )
+}
+
+/// Successful renewals counted in /metrics (`leaderd_renewals_total` with
+/// result `success`; `ok` accepted as a synonym).
+pub fn renewals_ok(text: &str) -> f64 {
+    ["success", "ok"]
+        .iter()
+        .map(|r| metric_sum(text, "leaderd_renewals_total", &[("result", r)]))
+        .sum()
+}

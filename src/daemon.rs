@@ -1,12 +1,15 @@
 //! `leaderd run`: wires the parts together in the one direction the data
-//! flows — backend → elector → watch channel → HTTP and metrics — and owns
-//! the shutdown sequence.
+//! flows — backend → elector → watch channel → HTTP, metrics and actions —
+//! and owns the shutdown sequence.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::pod_label::{self, PodLabeler};
+use crate::actions::{Actions, ActionsSettings, HookContext};
 use crate::backend::Backend;
 use crate::backend::redis::RedisBackend;
 use crate::config::{BackendSettings, Settings};
@@ -27,7 +30,9 @@ pub enum RunError {
     Setup(String),
 }
 
-pub async fn run(settings: Settings) -> Result<(), RunError> {
+/// Runs until shutdown; returns the exit code (0, or the leader process's
+/// code with `leader_process.on_exit: exit`).
+pub async fn run(settings: Settings) -> Result<i32, RunError> {
     match &settings.backend {
         BackendSettings::Redis(redis) => {
             let url = redis
@@ -42,7 +47,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     }
 }
 
-async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<(), RunError> {
+async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i32, RunError> {
     let election = &settings.election;
     let timing = Timing {
         lease_duration: election.lease_duration,
@@ -64,7 +69,7 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<()
     let server = Server::bind(
         settings.listen,
         elector.subscribe(),
-        metrics,
+        metrics.clone(),
         timing.lease_duration,
     )
     .await
@@ -73,6 +78,37 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<()
         source,
     })?;
     let listen = server.local_addr().unwrap_or(settings.listen);
+
+    let labeler = match &settings.pod_label {
+        Some((label, pod)) => {
+            let client = pod_label::client(&settings.kubernetes)
+                .await
+                .map_err(RunError::Setup)?;
+            Some(PodLabeler::spawn(
+                client,
+                label.clone(),
+                pod.clone(),
+                metrics.clone(),
+            ))
+        }
+        None => None,
+    };
+    let actions = Actions::spawn(
+        ActionsSettings {
+            context: HookContext {
+                election: election.name.clone(),
+                identity: election.identity.clone(),
+                status_url: status_url(listen),
+            },
+            hooks: settings.hooks.clone(),
+            leader_process: settings.leader_process.clone(),
+            labeler,
+        },
+        elector.subscribe(),
+        metrics.clone(),
+        elector.resigner(),
+    );
+    elector.set_actions_progress(actions.progress());
 
     let shutdown = CancellationToken::new();
     signals::spawn(shutdown.clone()).map_err(|err| RunError::Setup(format!("signals: {err}")))?;
@@ -92,15 +128,37 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<()
     match elector.run(shutdown).await {
         Outcome::Stopped => {}
         Outcome::StoppedLeading(term) => {
-            // Already not leader (/leader answers 503); give the lease back
-            // so that a follower takes over now rather than after the TTL.
+            // Already not leader (/leader answers 503). Once the leader
+            // process is stopped and stopped_leading ran, give the lease
+            // back so that a follower takes over now, not after the TTL.
+            elector.wait_for_actions(&term).await;
             let _ = elector.release(&term).await;
         }
     }
+    let grace = settings
+        .leader_process
+        .as_ref()
+        .map_or(Duration::ZERO, |process| process.grace_period);
+    let exit_code = actions.exit_code().unwrap_or(0);
+    actions
+        .shutdown(grace + settings.hooks.timeout + Duration::from_secs(1))
+        .await;
 
     stop_http.cancel();
     // Idle keep-alive clients must not delay the exit.
     http.abort();
-    tracing::info!("leaderd stopped");
-    Ok(())
+    tracing::info!(exit_code, "leaderd stopped");
+    Ok(exit_code)
+}
+
+/// Where hooks can read our status: loopback when we listen on all
+/// addresses.
+fn status_url(listen: SocketAddr) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}/status", listen.port())
 }

@@ -40,7 +40,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 Err(err) => return config_error(&err),
             };
             match leaderd::daemon::run(settings).await {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
                 Err(err) => {
                     eprintln!("leaderd: {err}");
                     ExitCode::from(1)

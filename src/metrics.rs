@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::time::Instant;
 
@@ -30,10 +30,19 @@ pub struct Metrics {
     backend_errors: IntCounterVec,
     leader_changes: IntCounter,
     foreign_values: IntCounter,
+    hook_runs: IntCounterVec,
+    hook_duration: HistogramVec,
+    pod_label_updates: IntCounterVec,
+    leader_process_starts: IntCounter,
 }
 
 /// Renewal latency buckets: sub-millisecond on loopback up to the seconds a
 /// struggling store may take.
+/// Hook duration buckets: from a quick script to a timeout.
+const HOOK_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 const RENEW_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -104,6 +113,30 @@ impl Metrics {
             "leaderd_foreign_lock_value_total",
             "Times the lease key held something leaderd did not write (left untouched).",
         ))?;
+        let hook_runs = IntCounterVec::new(
+            opts(
+                "leaderd_hook_runs_total",
+                "Hook runs by hook and result (ok, failed, timeout, not_found, preempted).",
+            ),
+            &["hook", "result"],
+        )?;
+        let hook_duration = HistogramVec::new(
+            HistogramOpts::new("leaderd_hook_duration_seconds", "How long hooks ran.")
+                .const_label("election", election)
+                .buckets(HOOK_BUCKETS.to_vec()),
+            &["hook"],
+        )?;
+        let pod_label_updates = IntCounterVec::new(
+            opts(
+                "leaderd_pod_label_updates_total",
+                "Pod label updates by result (ok, error, forbidden).",
+            ),
+            &["result"],
+        )?;
+        let leader_process_starts = IntCounter::with_opts(opts(
+            "leaderd_leader_process_starts_total",
+            "Times the leader process was started.",
+        ))?;
         let build_info = IntGaugeVec::new(
             opts(
                 "leaderd_build_info",
@@ -126,15 +159,20 @@ impl Metrics {
         registry.register(Box::new(backend_errors.clone()))?;
         registry.register(Box::new(leader_changes.clone()))?;
         registry.register(Box::new(foreign_values.clone()))?;
+        registry.register(Box::new(hook_runs.clone()))?;
+        registry.register(Box::new(hook_duration.clone()))?;
+        registry.register(Box::new(pod_label_updates.clone()))?;
+        registry.register(Box::new(leader_process_starts.clone()))?;
         registry.register(Box::new(build_info))?;
 
         // Pre-create the labelled series so that they exist (at 0) from the
         // first scrape: `rate()` and alerts need a starting point.
         for reason in [
-            Reason::Released,
             Reason::Shutdown,
             Reason::RenewFailed,
             Reason::LockLost,
+            Reason::StepDown,
+            Reason::LeaderProcessExited,
         ] {
             lost.with_label_values(&[reason.as_str()]);
         }
@@ -158,6 +196,10 @@ impl Metrics {
             backend_errors,
             leader_changes,
             foreign_values,
+            hook_runs,
+            hook_duration,
+            pod_label_updates,
+            leader_process_starts,
         })
     }
 
@@ -184,6 +226,21 @@ impl Metrics {
 
     pub fn foreign_value(&self) {
         self.foreign_values.inc();
+    }
+
+    pub fn hook_run(&self, hook: &str, result: &str, took: Duration) {
+        self.hook_runs.with_label_values(&[hook, result]).inc();
+        self.hook_duration
+            .with_label_values(&[hook])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn pod_label_update(&self, result: &str) {
+        self.pod_label_updates.with_label_values(&[result]).inc();
+    }
+
+    pub fn leader_process_started(&self) {
+        self.leader_process_starts.inc();
     }
 
     /// Samples the gauges from `state` at `now` and renders the text format.

@@ -19,11 +19,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::state::{ElectionState, LeaderTerm, Reason};
+use super::state::{ActionsProgress, ElectionState, LeaderTerm, Reason};
 use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
 use crate::metrics::Metrics;
 
@@ -57,10 +57,30 @@ impl Timing {
 pub enum Outcome {
     /// Shutdown was requested while following.
     Stopped,
-    /// Shutdown was requested while leading: we already stepped down locally
-    /// (the state says so); the caller releases the term once its leader-only
-    /// work has stopped.
+    /// Shutdown (or a [`Resign`] with `then_exit`) while leading: we already
+    /// stepped down locally (the state says so); the caller releases the
+    /// term once its leader-only work has stopped
+    /// ([`Elector::wait_for_actions`]).
     StoppedLeading(Term),
+}
+
+/// A request to give leadership back, from the parts that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resign {
+    pub reason: Reason,
+    /// Stop competing and return from [`Elector::run`] afterwards.
+    pub then_exit: bool,
+}
+
+/// Sends [`Resign`] requests to the elector; ignored while not leading.
+#[derive(Debug, Clone)]
+pub struct Resigner(mpsc::UnboundedSender<Resign>);
+
+impl Resigner {
+    pub fn resign(&self, request: Resign) {
+        // The elector is gone only during shutdown, when it no longer matters.
+        let _ = self.0.send(request);
+    }
 }
 
 pub struct Elector<B: Backend> {
@@ -76,6 +96,11 @@ pub struct Elector<B: Backend> {
     warned_duplicate: Option<String>,
     /// The foreign lock description already warned about.
     warned_foreign: Option<String>,
+    resign_tx: mpsc::UnboundedSender<Resign>,
+    resign_rx: mpsc::UnboundedReceiver<Resign>,
+    /// Progress of the consumers that act on leadership; a term is released
+    /// only after they stopped its leader-only work.
+    actions: Option<watch::Receiver<ActionsProgress>>,
 }
 
 /// A holder seen by a follower, and the instant (our clock) until which
@@ -94,6 +119,7 @@ enum FollowEnd {
 
 enum LeadEnd {
     SteppedDown(Reason),
+    Resigned(Resign),
     Shutdown,
 }
 
@@ -106,6 +132,7 @@ impl<B: Backend> Elector<B> {
         metrics: Arc<Metrics>,
     ) -> Elector<B> {
         let state = ElectionState::new(election, identity, backend.kind());
+        let (resign_tx, resign_rx) = mpsc::unbounded_channel();
         Elector {
             backend,
             identity: identity.to_string(),
@@ -115,6 +142,43 @@ impl<B: Backend> Elector<B> {
             own_term_id: None,
             warned_duplicate: None,
             warned_foreign: None,
+            resign_tx,
+            resign_rx,
+            actions: None,
+        }
+    }
+
+    /// A handle to ask the elector to give leadership back.
+    pub fn resigner(&self) -> Resigner {
+        Resigner(self.resign_tx.clone())
+    }
+
+    /// Makes every release wait for the consumers' progress (see
+    /// [`Elector::wait_for_actions`]).
+    pub fn set_actions_progress(&mut self, progress: watch::Receiver<ActionsProgress>) {
+        self.actions = Some(progress);
+    }
+
+    /// Waits until the consumers acted on our step-down from `term` and its
+    /// leader-only work stopped; at most `lease_duration − renew_deadline`,
+    /// after which the lease may be taken by others anyway.
+    pub async fn wait_for_actions(&self, term: &Term) {
+        let Some(progress) = &self.actions else {
+            return;
+        };
+        let mut progress = progress.clone();
+        let version = self.state.borrow().version;
+        let bound = self
+            .timing
+            .lease_duration
+            .saturating_sub(self.timing.renew_deadline);
+        let done = progress
+            .wait_for(|p| p.seen_version >= version && p.busy_term != Some(term.fencing_token));
+        if tokio::time::timeout(bound, done).await.is_err() {
+            tracing::warn!(
+                token = term.fencing_token,
+                "leader-only work still running after the step-down window; releasing anyway"
+            );
         }
     }
 
@@ -136,6 +200,20 @@ impl<B: Backend> Elector<B> {
                 LeadEnd::Shutdown => {
                     self.stepped_down(Reason::Shutdown);
                     return Outcome::StoppedLeading(term);
+                }
+                LeadEnd::Resigned(request) => {
+                    self.stepped_down(request.reason);
+                    if request.then_exit {
+                        return Outcome::StoppedLeading(term);
+                    }
+                    self.wait_for_actions(&term).await;
+                    let _ = self.release(&term).await;
+                    // The release notice woke the others; stay out of the
+                    // race for a moment so that one of them takes over.
+                    tokio::select! {
+                        () = sleep(self.timing.retry_period) => {}
+                        () = shutdown.cancelled() => return Outcome::Stopped,
+                    }
                 }
             }
         }
@@ -266,10 +344,13 @@ impl<B: Backend> Elector<B> {
         let mut safe_until = acquired + self.timing.renew_deadline;
         let mut next_renew = acquired + self.timing.retry_period;
         let mut backoff = self.timing.first_backoff();
+        // Requests sent while we were not leading are stale.
+        while self.resign_rx.try_recv().is_ok() {}
         loop {
             tokio::select! {
                 () = sleep_until(next_renew) => {}
                 () = shutdown.cancelled() => return LeadEnd::Shutdown,
+                Some(request) = self.resign_rx.recv() => return LeadEnd::Resigned(request),
             }
             // After a pause (SIGSTOP, VM stall) we may wake past safe-until:
             // then the lease may already belong to someone else.
@@ -296,7 +377,7 @@ impl<B: Backend> Elector<B> {
                     next_renew = sent + self.timing.retry_period;
                     let lease_until = sent + self.timing.lease_duration;
                     // A renewal is not news: update without waking consumers.
-                    self.state.send_if_modified(|state| {
+                    self.publish(|state| {
                         if let Some(our) = state.term.as_mut() {
                             our.safe_until = safe_until;
                         }
@@ -326,27 +407,33 @@ impl<B: Backend> Elector<B> {
         tracing::info!(token = term.fencing_token, "became leader");
         self.own_term_id = Some(term.id.clone());
         self.backend_answered();
+        // A new term is always a change of holder (the term id is new).
+        self.metrics.leader_changed();
         let holder = Holder {
             identity: self.identity.clone(),
             fencing_token: Some(term.fencing_token),
             term_id: Some(term.id.clone()),
         };
-        self.observe(Some(holder), Some(sent + self.timing.lease_duration));
-        self.state.send_modify(|state| {
+        // One publication: consumers must never see us as the holder
+        // without the term (they would take it for someone else's).
+        self.publish(|state| {
             state.term = Some(LeaderTerm {
                 fencing_token: term.fencing_token,
                 started_at: SystemTime::now(),
                 safe_until: sent + self.timing.renew_deadline,
             });
+            state.leader = Some(holder);
+            state.leader_lease_until = Some(sent + self.timing.lease_duration);
             state.last_reason = Some(Reason::Acquired);
             state.heartbeat = Instant::now();
+            true
         });
     }
 
     fn stepped_down(&mut self, reason: Reason) {
         self.metrics.lost(reason);
         tracing::warn!(reason = reason.as_str(), "stepped down");
-        self.state.send_modify(|state| {
+        self.publish(|state| {
             let token = state.term.take().map(|term| term.fencing_token);
             // Our own record is stale now; keep another holder we observed.
             if state.leader.as_ref().and_then(|h| h.fencing_token) == token
@@ -359,6 +446,7 @@ impl<B: Backend> Elector<B> {
                 state.leader_lease_until = None;
             }
             state.last_reason = Some(reason);
+            true
         });
     }
 
@@ -372,7 +460,7 @@ impl<B: Backend> Elector<B> {
                 tracing::info!(leader = %new.identity, token = new.fencing_token.unwrap_or(0), "new leader observed");
             }
         }
-        self.state.send_if_modified(|state| {
+        self.publish(|state| {
             state.leader = holder;
             state.leader_lease_until = lease_until;
             changed
@@ -384,7 +472,7 @@ impl<B: Backend> Elector<B> {
         if was_down {
             tracing::info!(backend = self.backend.kind(), "backend reachable again");
         }
-        self.state.send_if_modified(|state| {
+        self.publish(|state| {
             let news = !state.observed || state.backend_error.is_some();
             state.observed = true;
             state.backend_error = None;
@@ -401,7 +489,7 @@ impl<B: Backend> Elector<B> {
             tracing::debug!(operation, %err, "backend still unreachable");
         }
         let message = err.to_string();
-        self.state.send_if_modified(|state| {
+        self.publish(|state| {
             let news = state.backend_error.is_none();
             state.backend_error = Some(message);
             news
@@ -422,12 +510,24 @@ impl<B: Backend> Elector<B> {
         }
     }
 
+    /// Changes the state and, when `f` says it is news, wakes the consumers
+    /// and bumps the version they report progress against.
+    fn publish(&self, f: impl FnOnce(&mut ElectionState) -> bool) {
+        self.state.send_if_modified(|state| {
+            let news = f(state);
+            if news {
+                state.version += 1;
+            }
+            news
+        });
+    }
+
     /// Proof of progress for `/healthz`, without waking consumers. Beating
     /// before and after every call keeps the gap under `retry_period` (a
     /// sleep or a call, each bounded by it), well below the `lease_duration`
     /// after which the loop counts as stuck.
     fn beat(&self) {
-        self.state.send_if_modified(|state| {
+        self.publish(|state| {
             state.heartbeat = Instant::now();
             false
         });

@@ -6,5 +6,5 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use elector::{Elector, Outcome, Timing};
-pub use state::{ElectionState, LeaderTerm, Reason};
+pub use elector::{Elector, Outcome, Resign, Resigner, Timing};
+pub use state::{ActionsProgress, ElectionState, LeaderTerm, Reason};

@@ -27,6 +27,13 @@ pub enum Reason {
     RenewFailed,
     /// The store answered that the lease is no longer ours.
     LockLost,
+    /// Leadership was given back on request (e.g. a failed
+    /// `started_leading` hook with `step_down_on_failure`).
+    StepDown,
+    /// The leader process exited on its own.
+    LeaderProcessExited,
+    /// Another candidate's term was observed (for `new_leader`).
+    Observed,
 }
 
 impl Reason {
@@ -37,6 +44,9 @@ impl Reason {
             Reason::Shutdown => "shutdown",
             Reason::RenewFailed => "renew_failed",
             Reason::LockLost => "lock_lost",
+            Reason::StepDown => "step_down",
+            Reason::LeaderProcessExited => "leader_process_exited",
+            Reason::Observed => "observed",
         }
     }
 }
@@ -72,6 +82,20 @@ pub struct ElectionState {
     pub last_reason: Option<Reason>,
     /// Last time the election loop completed an iteration (for `/healthz`).
     pub heartbeat: Instant,
+    /// Increases with every change consumers are woken for, so that a
+    /// consumer can say which state it has acted on.
+    pub version: u64,
+}
+
+/// What the consumers that act on leadership (hooks, leader process, pod
+/// label) report back, so that a leader releases its lease only once its
+/// leader-only work has stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActionsProgress {
+    /// The last [`ElectionState::version`] fully acted on.
+    pub seen_version: u64,
+    /// The fencing token of the term whose leader-only work is running.
+    pub busy_term: Option<u64>,
 }
 
 impl ElectionState {
@@ -87,6 +111,7 @@ impl ElectionState {
             backend_error: None,
             last_reason: None,
             heartbeat: Instant::now(),
+            version: 0,
         }
     }
 

@@ -12,6 +12,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod actions;
+
+pub use actions::{
+    HOOK_KILL_GRACE, HooksConfig, KubernetesConfig, LABEL_WAIT_ON_LOSS, LeaderProcessConfig,
+    OnExit, PodIdentity, PodLabelConfig,
+};
+
 /// Where the HTTP server listens when neither the file, `LEADERD_LISTEN` nor
 /// `--listen` says otherwise.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
@@ -24,6 +31,12 @@ pub struct Config {
     pub backend: BackendConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    pub leader_process: Option<LeaderProcessConfig>,
+    pub pod_label: Option<PodLabelConfig>,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
 }
 
 /// What is elected and how fast: the client-go timing triple.
@@ -93,7 +106,7 @@ mod defaults {
 }
 
 /// Parses `15s`, `500ms`, `1m30s` (humantime syntax) into a `Duration`.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(text.trim()).map_err(|err| {
         serde::de::Error::custom(format!(
@@ -146,6 +159,11 @@ pub struct Settings {
     pub election: ElectionConfig,
     pub backend: BackendSettings,
     pub listen: SocketAddr,
+    pub hooks: HooksConfig,
+    pub leader_process: Option<LeaderProcessConfig>,
+    /// The label settings and the pod they apply to.
+    pub pod_label: Option<(PodLabelConfig, PodIdentity)>,
+    pub kubernetes: KubernetesConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -360,11 +378,32 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
         )
     })?;
 
+    actions::validate(
+        &config.hooks,
+        config.leader_process.as_ref(),
+        config.pod_label.as_ref(),
+        &config.kubernetes,
+        config.election.lease_duration,
+        config.election.renew_deadline,
+    )
+    .map_err(|(field, reason)| fail(&field, reason))?;
+    let pod_label = match config.pod_label {
+        Some(label) => {
+            let pod = actions::pod_identity().map_err(|reason| fail("pod_label", reason))?;
+            Some((label, pod))
+        }
+        None => None,
+    };
+
     Ok(Settings {
         source: path.to_path_buf(),
         election: config.election,
         backend,
         listen,
+        hooks: config.hooks,
+        leader_process: config.leader_process,
+        pod_label,
+        kubernetes: config.kubernetes,
     })
 }
 

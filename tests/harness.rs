@@ -24,7 +24,8 @@ fn redis_server_lifecycle() {
     // Frozen: commands time out; thawed: they work again.
     redis.freeze();
     let t = Instant::now();
-    assert!(redis.try_cmd(&["PING"]).is_err());
+    let err = redis.try_cmd(&["PING"]).expect_err("frozen redis answered");
+    assert!(err.is_timeout(), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
     redis.thaw();
     assert_eq!(redis.cmd(&["PING"]), "PONG");
@@ -35,8 +36,35 @@ fn redis_server_lifecycle() {
     assert_eq!(redis.port(), port);
     assert_eq!(redis.get("k"), None);
 
+    // An error reply is a reply, rendered like redis-cli --raw.
+    assert!(
+        redis
+            .cmd(&["NOSUCHCOMMAND"])
+            .starts_with("ERR unknown command")
+    );
+
     redis.kill();
     assert!(redis.try_cmd(&["PING"]).is_err());
+}
+
+#[test]
+fn subscription_delivers_messages_and_times_out() {
+    let redis = RedisServer::start();
+    let mut sub = redis.subscribe("chan");
+    let t = Instant::now();
+    assert_eq!(sub.next_message(Duration::from_millis(300)), None);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // Nothing is lost to the timeouts before it.
+    assert_eq!(redis.cmd(&["PUBLISH", "chan", "one"]), "1");
+    assert_eq!(redis.cmd(&["PUBLISH", "other", "x"]), "0");
+    assert_eq!(redis.cmd(&["PUBLISH", "chan", "two"]), "1");
+    assert_eq!(sub.next_message(PATIENCE).as_deref(), Some("one"));
+    assert_eq!(sub.next_message(PATIENCE).as_deref(), Some("two"));
+    // Dropping it ends the subscription promptly.
+    let t = Instant::now();
+    drop(sub);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(redis.cmd(&["PUBSUB", "NUMSUB", "chan"]), "chan\n0");
 }
 
 #[test]
@@ -48,42 +76,27 @@ fn two_redis_servers_get_distinct_ports() {
     assert_eq!(b.get("x"), None);
 }
 
-/// Serves one canned response per connection.
-fn canned(responses: Vec<&'static [u8]>) -> (String, thread::JoinHandle<()>) {
+/// Serves one canned response on one connection; yields the request head.
+fn canned(response: &'static [u8]) -> (String, thread::JoinHandle<String>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
     let h = thread::spawn(move || {
-        for resp in responses {
-            let (mut s, _) = l.accept().expect("accept");
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(resp);
-        }
+        let (mut s, _) = l.accept().expect("accept");
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let _ = s.write_all(response);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     });
     (addr, h)
 }
 
 #[test]
-fn http_client_parses_plain_chunked_and_close_delimited_bodies() {
-    let (addr, h) = canned(vec![
-        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
-        b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
-        b"HTTP/1.1 404 Not Found\r\n\r\nbye",
-    ]);
-    let t = Duration::from_secs(5);
-    assert_eq!(
-        http_request(&addr, "GET", "/a", t).expect("plain"),
-        (200, "hello".into())
-    );
-    assert_eq!(
-        http_request(&addr, "GET", "/b", t).expect("chunked"),
-        (503, "abcdefg".into())
-    );
-    assert_eq!(
-        http_request(&addr, "POST", "/c", t).expect("close"),
-        (404, "bye".into())
-    );
-    h.join().expect("server");
+fn http_client_sends_the_method_and_returns_non_2xx_as_an_answer() {
+    let (addr, h) = canned(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 7\r\n\r\nnot yet");
+    let answer = http_request(&addr, "POST", "/leader", Duration::from_secs(5));
+    assert_eq!(answer.expect("503 is an answer"), (503, "not yet".into()));
+    let head = h.join().expect("server");
+    assert!(head.starts_with("POST /leader HTTP/1.1\r\n"), "{head:?}");
 }
 
 #[test]

@@ -19,8 +19,6 @@ use crate::backend::Holder;
 pub enum Reason {
     /// This candidate took the free lease.
     Acquired,
-    /// The leader gave the lease back on purpose.
-    Released,
     /// leaderd was asked to stop (SIGTERM/SIGINT).
     Shutdown,
     /// Renewals did not succeed before safe-until.
@@ -40,7 +38,6 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Acquired => "acquired",
-            Reason::Released => "released",
             Reason::Shutdown => "shutdown",
             Reason::RenewFailed => "renew_failed",
             Reason::LockLost => "lock_lost",

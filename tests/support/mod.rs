@@ -9,12 +9,13 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::io::Read;
+use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -138,30 +139,8 @@ fn describe_exit(status: ExitStatus) -> i32 {
 // Redis
 // ---------------------------------------------------------------------------
 
-/// A RESP reply, as decoded by [`RedisServer::try_cmd`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<String>),
-    Array(Option<Vec<Reply>>),
-}
-
-impl Reply {
-    /// Rendered like `redis-cli --raw` (nil is the empty string).
-    pub fn raw(&self) -> String {
-        match self {
-            Reply::Simple(s) | Reply::Error(s) => s.clone(),
-            Reply::Int(i) => i.to_string(),
-            Reply::Bulk(b) => b.clone().unwrap_or_default(),
-            Reply::Array(None) => String::new(),
-            Reply::Array(Some(items)) => {
-                items.iter().map(Reply::raw).collect::<Vec<_>>().join("\n")
-            }
-        }
-    }
-}
+/// Timeout of the helpers' Redis connects, and of each read and write.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A real `redis-server` child process on a loopback port, in a tempdir.
 pub struct RedisServer {
@@ -251,16 +230,18 @@ impl RedisServer {
         self.child = Some(spawn_redis_retrying(self.dir.path(), self.port));
     }
 
-    /// Runs one command; `Err` on transport failure (refused, timeout).
-    pub fn try_cmd(&self, args: &[&str]) -> Result<Reply, String> {
-        resp_command(self.port, args, Duration::from_secs(2))
+    /// Runs one command on a fresh connection. `Err` on transport failure
+    /// (refused, timeout); an error reply of the server is
+    /// `Ok(Value::ServerError(..))`, like any other reply.
+    pub fn try_cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        redis_command(self.port, args, REDIS_TIMEOUT)
     }
 
     /// Runs one command and renders the reply like `redis-cli --raw`.
     /// Panics if the server cannot be reached.
     pub fn cmd(&self, args: &[&str]) -> String {
         match self.try_cmd(args) {
-            Ok(reply) => reply.raw(),
+            Ok(reply) => render_raw(&reply),
             Err(e) => panic!("redis command {args:?} on port {} failed: {e}", self.port),
         }
     }
@@ -268,62 +249,135 @@ impl RedisServer {
     /// GET, distinguishing a missing key (`None`) from an empty value.
     pub fn get(&self, key: &str) -> Option<String> {
         match self.try_cmd(&["GET", key]) {
-            Ok(Reply::Bulk(v)) => v,
+            Ok(redis::Value::Nil) => None,
+            Ok(redis::Value::BulkString(v)) => Some(String::from_utf8_lossy(&v).into_owned()),
             Ok(other) => panic!("GET {key}: unexpected reply {other:?}"),
             Err(e) => panic!("GET {key} on port {} failed: {e}", self.port),
         }
     }
-}
 
-/// A pub/sub subscription on its own connection.
-pub struct Subscription {
-    reader: io::BufReader<TcpStream>,
-}
-
-impl Subscription {
-    /// The payload of the next published message, `None` after `timeout`.
-    pub fn next_message(&mut self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            if left.is_zero() {
-                return None;
-            }
-            self.reader.get_ref().set_read_timeout(Some(left)).ok()?;
-            match read_reply(&mut self.reader) {
-                Ok(Reply::Array(Some(items))) => {
-                    if items.first() == Some(&Reply::Bulk(Some("message".into()))) {
-                        return items.get(2).map(Reply::raw);
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
+    /// SUBSCRIBEs to `channel` on a connection of its own (confirmed before
+    /// returning).
+    pub fn subscribe(&self, channel: &str) -> Subscription {
+        Subscription::start(self.port, channel)
+            .unwrap_or_else(|e| panic!("SUBSCRIBE {channel} on port {} failed: {e}", self.port))
     }
 }
 
-impl RedisServer {
-    /// SUBSCRIBEs to `channel` (confirmed before returning).
-    pub fn subscribe(&self, channel: &str) -> Subscription {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut stream =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to redis");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("set timeout");
-        let req = format!(
-            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
-            channel.len()
-        );
-        stream.write_all(req.as_bytes()).expect("send SUBSCRIBE");
-        let mut reader = io::BufReader::new(stream);
-        let confirm = read_reply(&mut reader).expect("SUBSCRIBE confirmation");
-        assert!(
-            matches!(&confirm, Reply::Array(Some(v)) if v.first() == Some(&Reply::Bulk(Some("subscribe".into())))),
-            "unexpected SUBSCRIBE reply {confirm:?}"
-        );
-        Subscription { reader }
+/// A reply rendered like `redis-cli --raw` (nil is the empty string,
+/// aggregates one element a line).
+pub fn render_raw(reply: &redis::Value) -> String {
+    use redis::Value;
+    let lines = |items: &[Value]| items.iter().map(render_raw).collect::<Vec<_>>().join("\n");
+    match reply {
+        Value::Nil => String::new(),
+        Value::Okay => "OK".into(),
+        Value::Int(i) => i.to_string(),
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Array(items) | Value::Set(items) => lines(items),
+        Value::ServerError(e) => match e.details() {
+            Some(details) => format!("{} {details}", e.code()),
+            None => e.code().to_string(),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// A connection whose connect, reads and writes each give up after `timeout`,
+/// so a frozen server yields an error instead of a hang. No `CLIENT SETINFO`
+/// handshake: connecting takes no round trip, so a frozen server costs one
+/// read timeout.
+fn redis_connect(port: u16, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    use redis::IntoConnectionInfo;
+    let info = ("127.0.0.1", port)
+        .into_connection_info()?
+        .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+    let con = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
+    con.set_read_timeout(Some(timeout))?;
+    con.set_write_timeout(Some(timeout))?;
+    Ok(con)
+}
+
+/// One command on a fresh connection (see [`RedisServer::try_cmd`]).
+fn redis_command(port: u16, args: &[&str], timeout: Duration) -> redis::RedisResult<redis::Value> {
+    use redis::ConnectionLike;
+    let mut con = redis_connect(port, timeout)?;
+    let mut cmd = redis::Cmd::new();
+    for arg in args {
+        cmd.arg(*arg);
+    }
+    // `req_command` rather than `query`: an error reply stays a value.
+    con.req_command(&cmd)
+}
+
+/// A pub/sub subscription on its own connection.
+///
+/// `redis::PubSub` borrows its connection, so a reader thread owns both and
+/// hands message payloads over a channel; dropping the subscription stops the
+/// thread (within a read timeout) and unsubscribes.
+pub struct Subscription {
+    messages: mpsc::Receiver<String>,
+    stop: Arc<AtomicBool>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Subscription {
+    /// How long the reader blocks in one read before it checks for a stop.
+    const READ_SLICE: Duration = Duration::from_millis(100);
+
+    fn start(port: u16, channel: &str) -> Result<Subscription, String> {
+        let mut con = redis_connect(port, REDIS_TIMEOUT).map_err(|e| e.to_string())?;
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (tx, messages) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_reader = Arc::clone(&stop);
+        let channel = channel.to_string();
+        let reader = thread::spawn(move || {
+            let mut pubsub = con.as_pubsub();
+            let subscribed = pubsub
+                .subscribe(&channel)
+                .and_then(|()| pubsub.set_read_timeout(Some(Self::READ_SLICE)));
+            let ok = subscribed.is_ok();
+            let _ = ready_tx.send(subscribed.map_err(|e| e.to_string()));
+            while ok && !stop_reader.load(Ordering::Relaxed) {
+                match pubsub.get_message() {
+                    Ok(msg) => {
+                        let payload = String::from_utf8_lossy(msg.get_payload_bytes());
+                        if tx.send(payload.into_owned()).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.is_timeout() => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        let sub = Subscription {
+            messages,
+            stop,
+            reader: Some(reader),
+        };
+        match ready_rx.recv_timeout(REDIS_TIMEOUT * 2) {
+            Ok(Ok(())) => Ok(sub),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("no SUBSCRIBE confirmation in time".into()),
+        }
+    }
+
+    /// The payload of the next published message, `None` after `timeout`
+    /// (or once the connection is gone).
+    pub fn next_message(&mut self, timeout: Duration) -> Option<String> {
+        self.messages.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -386,8 +440,8 @@ fn spawn_redis(dir: &Path, port: u16) -> Result<Child, String> {
                 "redis-server exited ({status}) on port {port}:\n{log}"
             ));
         }
-        let pong = resp_command(port, &["PING"], Duration::from_millis(500));
-        if pong == Ok(Reply::Simple("PONG".into())) {
+        let pong = redis_command(port, &["PING"], Duration::from_millis(500));
+        if matches!(&pong, Ok(redis::Value::SimpleString(s)) if s == "PONG") {
             return Ok(child);
         }
         if Instant::now() >= deadline {
@@ -402,184 +456,38 @@ fn spawn_redis(dir: &Path, port: u16) -> Result<Child, String> {
     }
 }
 
-/// A minimal RESP client: one connection per command, with timeouts.
-fn resp_command(port: u16, args: &[&str], timeout: Duration) -> Result<Reply, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| e.to_string())?;
-    let mut req = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        req.extend_from_slice(a.as_bytes());
-        req.extend_from_slice(b"\r\n");
-    }
-    stream.write_all(&req).map_err(|e| e.to_string())?;
-    let mut reader = io::BufReader::new(stream);
-    read_reply(&mut reader).map_err(|e| e.to_string())
-}
-
-fn read_line(r: &mut impl io::BufRead) -> io::Result<String> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof"));
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
-}
-
-fn read_reply(r: &mut impl io::BufRead) -> io::Result<Reply> {
-    let line = read_line(r)?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad RESP: {line:?}"));
-    let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
-    match kind {
-        "+" => Ok(Reply::Simple(rest.to_string())),
-        "-" => Ok(Reply::Error(rest.to_string())),
-        ":" => rest.parse().map(Reply::Int).map_err(|_| bad()),
-        "$" => {
-            let len: i64 = rest.parse().map_err(|_| bad())?;
-            if len < 0 {
-                return Ok(Reply::Bulk(None));
-            }
-            let mut buf = vec![0u8; len as usize + 2];
-            r.read_exact(&mut buf)?;
-            buf.truncate(len as usize);
-            Ok(Reply::Bulk(Some(
-                String::from_utf8_lossy(&buf).into_owned(),
-            )))
-        }
-        "*" => {
-            let len: i64 = rest.parse().map_err(|_| bad())?;
-            if len < 0 {
-                return Ok(Reply::Array(None));
-            }
-            let mut items = Vec::with_capacity(len as usize);
-            for _ in 0..len {
-                items.push(read_reply(r)?);
-            }
-            Ok(Reply::Array(Some(items)))
-        }
-        _ => Err(bad()),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // HTTP
 // ---------------------------------------------------------------------------
 
-/// A blocking HTTP/1.1 request with a total `timeout` (connect + read).
-/// Handles Content-Length, chunked and read-to-close bodies.
+/// One HTTP/1.1 request to `http://{addr}{path}` with a total `timeout`
+/// (connect, send, headers and body). Any status is an answer: non-2xx come
+/// back as `(code, body)`; `Err` means no (complete, timely) answer.
 pub fn http_request(
     addr: &str,
     method: &str,
     path: &str,
     timeout: Duration,
-) -> io::Result<(u16, String)> {
-    let deadline = Instant::now() + timeout;
-    let sock = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-    let mut stream = TcpStream::connect_timeout(&sock, timeout)?;
-    let remaining = |deadline: Instant| {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "request timed out"))
-    };
-    stream.set_write_timeout(Some(remaining(deadline)?))?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes())?;
-
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(done) = parse_response(&buf, false) {
-            return done;
-        }
-        stream.set_read_timeout(Some(remaining(deadline)?))?;
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, e));
-            }
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            return parse_response(&buf, true).unwrap_or_else(|| {
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "connection closed mid-response: {:?}",
-                        String::from_utf8_lossy(&buf)
-                    ),
-                ))
-            });
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// `Some` once `buf` holds a complete response (or `eof` and it is parseable).
-fn parse_response(buf: &[u8], eof: bool) -> Option<io::Result<(u16, String)>> {
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let body = &buf[head_end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = match status_line.split_whitespace().nth(1).map(str::parse::<u16>) {
-        Some(Ok(s)) => s,
-        _ => {
-            return Some(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad status line {status_line:?}"),
-            )));
-        }
-    };
-    let mut content_length = None;
-    let mut chunked = false;
-    for line in lines {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        if k == "content-length" {
-            content_length = v.parse::<usize>().ok();
-        } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-            chunked = true;
-        }
-    }
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if chunked {
-        return decode_chunked(body).map(|b| Ok((status, text(&b))));
-    }
-    if let Some(len) = content_length {
-        return (body.len() >= len).then(|| Ok((status, text(&body[..len]))));
-    }
-    eof.then(|| Ok((status, text(body))))
-}
-
-/// Decodes a complete chunked body, `None` if it is not complete yet.
-fn decode_chunked(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_str = String::from_utf8_lossy(&body[..line_end]);
-        let size_str = size_str.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_str, 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        if body.len() < size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
-    }
+) -> Result<(u16, String), ureq::Error> {
+    // An agent per request: no pooled connection outlives a daemon, and the
+    // timeout is this request's own.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .proxy(None)
+        .build()
+        .into();
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .body(())?;
+    let mut response = agent.run(request)?;
+    let body = response.body_mut().read_to_vec()?;
+    Ok((
+        response.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 /// GET with a total timeout; `None` on any error (refused, timeout, ...).

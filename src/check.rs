@@ -1,9 +1,6 @@
 //! `leaderd check`: validate a configuration and, unless `--offline`, ask
 //! the backend whether it can hold a lease safely.
 
-use std::time::Duration;
-
-use crate::backend::redis::{Keys, preflight};
 use crate::config::{BackendSettings, Settings, redact_url, show};
 
 /// Prints what it finds; returns whether the setup is usable.
@@ -19,38 +16,36 @@ pub async fn check(settings: &Settings, offline: bool) -> bool {
         show(e.retry_period),
         settings.listen
     );
-    let BackendSettings::Redis(redis) = &settings.backend;
     if offline {
-        for url in &redis.urls {
-            println!(
-                "backend: redis {} (not contacted: --offline)",
-                redact_url(url)
-            );
+        match &settings.backend {
+            BackendSettings::Redis(redis) => {
+                for url in &redis.urls {
+                    println!(
+                        "backend: redis {} (not contacted: --offline)",
+                        redact_url(url)
+                    );
+                }
+            }
+            BackendSettings::Kubernetes {
+                namespace,
+                lease_name,
+            } => println!(
+                "backend: kubernetes lease {namespace}/{lease_name} (not contacted: --offline)"
+            ),
         }
         return true;
     }
-    let keys = Keys::new(&redis.key_prefix, &e.name);
-    let mut usable = true;
-    for url in &redis.urls {
-        let report = preflight::check(url, &keys, Duration::from_secs(5)).await;
-        if report.version.is_empty() {
-            println!("backend: redis {}", report.url);
-        } else {
-            println!("backend: redis {} — Redis {}", report.url, report.version);
-        }
-        match &report.current_holder {
-            Some(holder) => println!("  lease {} held by {holder}", keys.lock),
-            None if report.errors.is_empty() => println!("  lease {} is free", keys.lock),
-            None => {}
-        }
-        for warning in &report.warnings {
-            println!("  warning: {warning}");
-        }
-        for error in &report.errors {
-            println!("  error: {error}");
-        }
-        usable &= report.errors.is_empty();
+    let report = crate::backend::preflight(&settings.backend, &e.name, &settings.kubernetes).await;
+    for fact in &report.facts {
+        println!("backend: {fact}");
     }
+    for warning in &report.warnings {
+        println!("  warning: {warning}");
+    }
+    for error in &report.errors {
+        println!("  error: {error}");
+    }
+    let usable = report.errors.is_empty();
     println!("{}", if usable { "usable" } else { "NOT usable" });
     usable
 }

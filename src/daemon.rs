@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::pod_label::{self, PodLabeler};
+use crate::actions::pod_label::PodLabeler;
 use crate::actions::{Actions, ActionsSettings, HookContext};
 use crate::backend::Backend;
+use crate::backend::kubernetes::KubernetesBackend;
 use crate::backend::redis::RedisBackend;
 use crate::config::{BackendSettings, Settings};
 use crate::election::{Elector, Outcome, Timing};
@@ -42,6 +43,17 @@ pub async fn run(settings: Settings) -> Result<i32, RunError> {
             let backend = RedisBackend::new(url, &redis.key_prefix, &settings.election.name)
                 .map_err(|err| RunError::Setup(err.to_string()))?;
             tracing::debug!(?backend, "backend ready");
+            run_with(Arc::new(backend), &settings).await
+        }
+        BackendSettings::Kubernetes {
+            namespace,
+            lease_name,
+        } => {
+            let client = crate::kubernetes::client(&settings.kubernetes)
+                .await
+                .map_err(RunError::Setup)?;
+            let backend = KubernetesBackend::new(client, namespace, lease_name);
+            tracing::debug!(lease = %backend.describe(), "backend ready");
             run_with(Arc::new(backend), &settings).await
         }
     }
@@ -81,7 +93,7 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
 
     let labeler = match &settings.pod_label {
         Some((label, pod)) => {
-            let client = pod_label::client(&settings.kubernetes)
+            let client = crate::kubernetes::client(&settings.kubernetes)
                 .await
                 .map_err(RunError::Setup)?;
             Some(PodLabeler::spawn(

@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod election;
 pub mod http;
+pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
 pub mod signals;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{KubernetesConfig, PodIdentity, PodLabelConfig};
+use crate::config::{PodIdentity, PodLabelConfig};
 use crate::metrics::Metrics;
 
 /// The role our pod's label should show.
@@ -40,25 +40,6 @@ impl Drop for PodLabeler {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// Builds a Kubernetes client: `kubernetes.api_url` if set, else the
-/// in-cluster configuration, else KUBECONFIG.
-pub async fn client(config: &KubernetesConfig) -> Result<kube::Client, String> {
-    let config = if config.api_url.trim().is_empty() {
-        kube::Config::infer().await.map_err(|err| {
-            format!("cannot configure the Kubernetes client ({err}); set kubernetes.api_url or run in a cluster")
-        })?
-    } else {
-        let url = config
-            .api_url
-            .trim()
-            .parse()
-            .map_err(|err| format!("kubernetes.api_url: {err}"))?;
-        kube::Config::new(url)
-    };
-    kube::Client::try_from(config)
-        .map_err(|err| format!("cannot build the Kubernetes client: {err}"))
 }
 
 impl PodLabeler {
@@ -227,21 +208,13 @@ impl Worker {
     }
 
     fn failure(&self, verb: &str, err: kube::Error) -> Failure {
-        if let kube::Error::Api(status) = &err
-            && status.code == 403
-        {
-            return Failure {
-                result: "forbidden",
-                message: format!(
-                    "forbidden: the ServiceAccount may not {verb} pods in namespace {:?}; \
-                     grant it a Role rule {{apiGroups: [\"\"], resources: [pods], verbs: [get, list, patch]}} ({})",
-                    self.pod.namespace, status.message
-                ),
-            };
-        }
+        let result = match crate::kubernetes::status_code(&err) {
+            Some(403) => "forbidden",
+            _ => "error",
+        };
         Failure {
-            result: "error",
-            message: format!("{verb} pods in namespace {:?}: {err}", self.pod.namespace),
+            result,
+            message: crate::kubernetes::explain(&err, verb, "", "pods", &self.pod.namespace),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! every call a deadline; the backend makes each operation atomic on the
 //! server. Nothing outside this folder knows which store is in use.
 
+pub mod kubernetes;
 pub mod redis;
 
 use std::fmt;
@@ -58,6 +59,37 @@ pub enum Renew {
     Lost {
         holder: Option<Holder>,
     },
+}
+
+/// What `leaderd check` learned about the store.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// What was found (version, current holder), one line each.
+    pub facts: Vec<String>,
+    /// Settings that weaken the safety guarantees.
+    pub warnings: Vec<String>,
+    /// Problems that make the store unusable.
+    pub errors: Vec<String>,
+}
+
+/// Asks the configured store whether it can hold the election's lease.
+pub async fn preflight(
+    settings: &crate::config::BackendSettings,
+    election: &str,
+    kubernetes: &crate::config::KubernetesConfig,
+) -> Preflight {
+    use crate::config::BackendSettings;
+    let timeout = Duration::from_secs(5);
+    match settings {
+        BackendSettings::Redis(redis) => {
+            let keys = redis::Keys::new(&redis.key_prefix, election);
+            redis::preflight::preflight(&redis.urls, &keys, timeout).await
+        }
+        BackendSettings::Kubernetes {
+            namespace,
+            lease_name,
+        } => kubernetes::preflight(kubernetes, namespace, lease_name, timeout).await,
+    }
 }
 
 /// A failure to get an answer from the store: the outcome is unknown.

@@ -59,6 +59,19 @@ pub struct ElectionConfig {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub redis: Option<RedisConfig>,
+    pub kubernetes: Option<KubernetesLeaseConfig>,
+}
+
+/// A `coordination.k8s.io/v1` Lease, shareable with client-go candidates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesLeaseConfig {
+    /// Default: `POD_NAMESPACE`, else the in-cluster namespace, else `default`.
+    #[serde(default)]
+    pub namespace: String,
+    /// Default: `election.name`.
+    #[serde(default)]
+    pub lease_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +182,11 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub enum BackendSettings {
     Redis(RedisConfig),
+    /// The Lease's namespace and name, defaults filled in.
+    Kubernetes {
+        namespace: String,
+        lease_name: String,
+    },
 }
 
 impl Config {
@@ -324,8 +342,17 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
         ));
     }
 
-    let backend = match &config.backend.redis {
-        Some(redis) => {
+    let backend = match (&config.backend.redis, &config.backend.kubernetes) {
+        (Some(_), Some(_)) => {
+            return Err(fail(
+                "backend",
+                "configures both redis and kubernetes; choose exactly one".into(),
+            ));
+        }
+        (None, Some(lease)) => {
+            kubernetes_backend(lease, e).map_err(|(field, reason)| fail(&field, reason))?
+        }
+        (Some(redis), None) => {
             if redis.urls.is_empty() {
                 return Err(fail("backend.redis.urls", "must list one Redis URL".into()));
             }
@@ -360,10 +387,10 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
             }
             BackendSettings::Redis(redis.clone())
         }
-        None => {
+        (None, None) => {
             return Err(fail(
                 "backend",
-                "no backend configured; add a backend.redis section".into(),
+                "no backend configured; add a backend.redis or a backend.kubernetes section".into(),
             ));
         }
     };
@@ -404,6 +431,57 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
         leader_process: config.leader_process,
         pod_label,
         kubernetes: config.kubernetes,
+    })
+}
+
+fn kubernetes_backend(
+    lease: &KubernetesLeaseConfig,
+    election: &ElectionConfig,
+) -> Result<BackendSettings, (String, String)> {
+    // leaseDurationSeconds is an integer: fractions would be rounded by
+    // whoever reads the Lease, and client-go would disagree with us.
+    if election.lease_duration.subsec_nanos() != 0 {
+        return Err((
+            "election.lease_duration".into(),
+            format!(
+                "{} must be a whole number of seconds with backend.kubernetes (leaseDurationSeconds is an integer)",
+                show(election.lease_duration)
+            ),
+        ));
+    }
+    let namespace = if lease.namespace.is_empty() {
+        crate::kubernetes::own_namespace()
+    } else {
+        lease.namespace.clone()
+    };
+    let lease_name = if lease.lease_name.is_empty() {
+        election.name.clone()
+    } else {
+        lease.lease_name.clone()
+    };
+    for (field, value, max) in [
+        ("backend.kubernetes.namespace", &namespace, 63),
+        ("backend.kubernetes.lease_name", &lease_name, 253),
+    ] {
+        let valid = !value.is_empty()
+            && value.len() <= max
+            && value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err((
+                field.into(),
+                format!(
+                    "{value:?} is not a valid Kubernetes name (lowercase letters, digits, '-' and '.', at most {max})"
+                ),
+            ));
+        }
+    }
+    Ok(BackendSettings::Kubernetes {
+        namespace,
+        lease_name,
     })
 }
 

@@ -11,22 +11,47 @@ use tokio::time::Instant;
 
 use super::{Connection, Keys, LockValue};
 
+use crate::backend::Preflight;
+
 /// What `check` learned about one Redis server.
 #[derive(Debug, Default)]
-pub struct Report {
-    pub url: String,
-    pub version: String,
-    pub current_holder: Option<String>,
-    /// Problems that make the server unusable.
-    pub errors: Vec<String>,
-    /// Settings that weaken the safety guarantees.
-    pub warnings: Vec<String>,
+struct Report {
+    url: String,
+    version: String,
+    current_holder: Option<String>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Checks every server of `urls` for the election's `keys`.
+pub async fn preflight(urls: &[String], keys: &Keys, timeout: Duration) -> Preflight {
+    let mut result = Preflight::default();
+    for url in urls {
+        let report = check(url, keys, timeout).await;
+        result.facts.push(if report.version.is_empty() {
+            format!("redis {}", report.url)
+        } else {
+            format!("redis {} — Redis {}", report.url, report.version)
+        });
+        match &report.current_holder {
+            Some(holder) => result
+                .facts
+                .push(format!("lease {} held by {holder}", keys.lock)),
+            None if report.errors.is_empty() => {
+                result.facts.push(format!("lease {} is free", keys.lock))
+            }
+            None => {}
+        }
+        result.warnings.extend(report.warnings);
+        result.errors.extend(report.errors);
+    }
+    result
 }
 
 /// The oldest Redis with `SET ... NX PX` (2.6.12).
 const MINIMUM_VERSION: (u64, u64, u64) = (2, 6, 12);
 
-pub async fn check(url: &str, keys: &Keys, timeout: Duration) -> Report {
+async fn check(url: &str, keys: &Keys, timeout: Duration) -> Report {
     let mut report = Report::default();
     let connection = match Connection::new(url) {
         Ok(connection) => connection,

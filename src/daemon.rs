@@ -36,12 +36,13 @@ pub enum RunError {
 pub async fn run(settings: Settings) -> Result<i32, RunError> {
     match &settings.backend {
         BackendSettings::Redis(redis) => {
-            let url = redis
-                .urls
-                .first()
-                .ok_or_else(|| RunError::Setup("no Redis URL".into()))?;
-            let backend = RedisBackend::new(url, &redis.key_prefix, &settings.election.name)
-                .map_err(|err| RunError::Setup(err.to_string()))?;
+            let backend = RedisBackend::new(
+                &redis.urls,
+                &redis.key_prefix,
+                &settings.election.name,
+                settings.election.lease_duration,
+            )
+            .map_err(|err| RunError::Setup(err.to_string()))?;
             tracing::debug!(?backend, "backend ready");
             run_with(Arc::new(backend), &settings).await
         }

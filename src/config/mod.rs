@@ -356,15 +356,31 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
             if redis.urls.is_empty() {
                 return Err(fail("backend.redis.urls", "must list one Redis URL".into()));
             }
-            if redis.urls.len() > 1 {
+            let n = redis.urls.len();
+            if n == 2 || (n > 1 && n % 2 == 0) {
                 return Err(fail(
                     "backend.redis.urls",
                     format!(
-                        "lists {} URLs; this version supports exactly one Redis instance \
-                         (quorum across masters is not implemented yet)",
-                        redis.urls.len()
+                        "lists {n} URLs: give 1 (a single Redis) or an odd number of at least 3                          independent masters (quorum mode). With an even count a partition can                          split the servers in halves where neither side has a majority, and {n}                          servers tolerate no more failures than {}",
+                        n - 1
                     ),
                 ));
+            }
+            if n >= 3 {
+                // Redlock's clock drift allowance: 1% of the lease + 2 ms
+                // must fit in the margin between step-down and expiry.
+                let drift = e.lease_duration / 100 + Duration::from_millis(2);
+                let margin = e.lease_duration.saturating_sub(e.renew_deadline);
+                if margin <= drift {
+                    return Err(fail(
+                        "election.renew_deadline",
+                        format!(
+                            "leaves {} before the lease expires; quorum mode needs more than the                              clock drift allowance of {} (1% of lease_duration + 2ms)",
+                            show(margin),
+                            show(drift)
+                        ),
+                    ));
+                }
             }
             for (i, url) in redis.urls.iter().enumerate() {
                 check_redis_url(url)

@@ -7,6 +7,8 @@
 -- ARGV[5] acquired-at (RFC 3339, informational)     ARGV[6] pub/sub channel
 -- ARGV[7] token of the holder the caller saw and whose lease has not run out
 --         by the caller's clock, or 0
+-- ARGV[8] '1' to announce the new term on the channel; '0' in quorum mode,
+--         where a node's grant is not yet a term (seal.lua announces it)
 --
 -- Returns {1, token, value}    acquired
 --         {0, value, pttl_ms}  held by the writer of value (parsed by the caller)
@@ -43,5 +45,7 @@ local value = '{"holder":' .. cjson.encode(ARGV[1]) ..
   ',"term":"' .. ARGV[2] ..
   '","acquired_at":"' .. ARGV[5] .. '"}'
 redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[3])
-redis.call('PUBLISH', ARGV[6], 'acquired ' .. string.format('%d', token))
+if ARGV[8] == '1' then
+  redis.call('PUBLISH', ARGV[6], 'acquired ' .. string.format('%d', token))
+end
 return {1, token, value}

@@ -3,7 +3,7 @@
 //! All keys of an election share one hash tag (`{name}`), so that the Lua
 //! scripts, which touch several keys, also work on Redis Cluster.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::Holder;
 
@@ -35,7 +35,7 @@ impl Keys {
 /// What the lock key holds while a leaderd candidate leads. It is JSON so an
 /// operator can read it with `redis-cli GET`; the scripts compare it whole,
 /// and it is unique per term thanks to the random term id.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LockValue {
     pub holder: String,
     pub token: u64,
@@ -47,6 +47,11 @@ impl LockValue {
     /// `None` when the text is not a value leaderd wrote.
     pub fn parse(text: &str) -> Option<LockValue> {
         serde_json::from_str(text).ok()
+    }
+
+    /// The JSON text, fields in the order the acquire script writes them.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     pub fn holder(&self) -> Holder {

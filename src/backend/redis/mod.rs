@@ -1,6 +1,6 @@
-//! The Redis backend: one lease key with a TTL, written only by three Lua
+//! The Redis backend: one lease key with a TTL, written only by Lua
 //! scripts, so that acquire, renew and release are each one atomic step on
-//! the server (never check-then-act).
+//! a server (never check-then-act).
 //!
 //! - acquire: `SET NX PX` of a JSON lock value plus `INCR` of a fencing
 //!   counter, in one script;
@@ -9,59 +9,80 @@
 //!
 //! The lock value contains a random per-term id, so comparing it whole means
 //! "this very term", not merely "this identity".
+//!
+//! With three or more independent servers (quorum mode, Redlock done right)
+//! every operation runs on all of them in parallel, each with a short
+//! timeout, and counts only when a majority agrees; an acquire is sealed
+//! with one fencing token on the granting majority (see `seal.lua`).
 
 mod connection;
 mod keys;
+mod node;
 mod notices;
 pub mod preflight;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use futures::future::join_all;
 use rand::Rng;
-use redis::{Script, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
 pub use connection::Connection;
 pub use keys::{Keys, LockValue};
+use node::{AcquireArgs, Granted, Node, Scripts};
 use notices::NoticeListener;
 
 pub struct RedisBackend {
-    connection: Connection,
+    nodes: Vec<Node>,
     keys: Keys,
     scripts: Scripts,
+    /// The longest one server may take to answer in quorum mode; a slow or
+    /// partitioned server must not eat the time the others leave us.
+    node_timeout: Duration,
     /// The highest fencing token this candidate has seen in the store. If
     /// Redis loses its data, the next acquire continues above it.
     highest_token_seen: AtomicU64,
     changes: watch::Receiver<u64>,
-    _notices: NoticeListener,
-}
-
-struct Scripts {
-    acquire: Script,
-    renew: Script,
-    release: Script,
+    _notices: Vec<NoticeListener>,
 }
 
 impl RedisBackend {
     /// Prepares the backend; connecting happens lazily, on the first call,
     /// so that a Redis that is down at start only delays the election.
-    pub fn new(url: &str, key_prefix: &str, election: &str) -> Result<RedisBackend, BackendError> {
-        let connection = Connection::new(url)?;
+    pub fn new(
+        urls: &[String],
+        key_prefix: &str,
+        election: &str,
+        lease_duration: Duration,
+    ) -> Result<RedisBackend, BackendError> {
+        let nodes = urls
+            .iter()
+            .map(|url| Node::new(url))
+            .collect::<Result<Vec<_>, _>>()?;
         let keys = Keys::new(key_prefix, election);
         let (ticks, changes) = watch::channel(0);
-        let notices =
-            NoticeListener::spawn(connection.client().clone(), keys.channel.clone(), ticks);
+        let ticks = Arc::new(ticks);
+        let notices = nodes
+            .iter()
+            .map(|node| {
+                NoticeListener::spawn(
+                    node.connection().client().clone(),
+                    keys.channel.clone(),
+                    ticks.clone(),
+                )
+            })
+            .collect();
         Ok(RedisBackend {
-            connection,
+            nodes,
             keys,
-            scripts: Scripts {
-                acquire: Script::new(include_str!("acquire.lua")),
-                renew: Script::new(include_str!("renew.lua")),
-                release: Script::new(include_str!("release.lua")),
-            },
+            scripts: Scripts::new(),
+            node_timeout: (lease_duration / 20)
+                .clamp(Duration::from_millis(50), Duration::from_secs(1)),
             highest_token_seen: AtomicU64::new(0),
             changes,
             _notices: notices,
@@ -72,9 +93,45 @@ impl RedisBackend {
         &self.keys
     }
 
+    fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    fn quorum_mode(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// A server's deadline: the call's, or sooner in quorum mode.
+    fn node_deadline(&self, deadline: Instant) -> Instant {
+        if self.quorum_mode() {
+            deadline.min(Instant::now() + self.node_timeout)
+        } else {
+            deadline
+        }
+    }
+
     fn saw_token(&self, token: u64) {
         self.highest_token_seen.fetch_max(token, Ordering::Relaxed);
     }
+
+    /// Undoes grants that did not add up to a majority, on every server
+    /// that gave one, without announcing anything (they were never a term).
+    async fn undo(&self, grants: &[(usize, String, u64)], deadline: Instant) {
+        let deadline = self.node_deadline(deadline);
+        join_all(grants.iter().map(|(i, value, token)| {
+            self.nodes[*i].release(&self.scripts, &self.keys, value, *token, "", deadline)
+        }))
+        .await;
+    }
+}
+
+/// Summarises failures of individual servers for an error message.
+fn summary(errors: &[BackendError]) -> String {
+    errors
+        .iter()
+        .map(|err| err.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Backend for RedisBackend {
@@ -89,82 +146,95 @@ impl Backend for RedisBackend {
         live_holder: Option<&Holder>,
         deadline: Instant,
     ) -> Result<Acquire, BackendError> {
-        let guard = live_holder.and_then(|h| h.fencing_token).unwrap_or(0);
         let term_id = random_term_id();
-        let floor = self
-            .highest_token_seen
-            .load(Ordering::Relaxed)
-            .saturating_add(1);
         let acquired_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let reply: Value = self
-            .connection
-            .run(deadline, |mut conn| {
-                let term_id = &term_id;
-                let acquired_at = &acquired_at;
-                async move {
-                    self.scripts
-                        .acquire
-                        .key(&self.keys.lock)
-                        .key(&self.keys.fence)
-                        .key(&self.keys.released)
-                        .arg(identity)
-                        .arg(term_id)
-                        .arg(millis(lease))
-                        .arg(floor)
-                        .arg(acquired_at)
-                        .arg(&self.keys.channel)
-                        .arg(guard)
-                        .invoke_async(&mut conn)
-                        .await
-                }
-            })
-            .await?;
-
-        let unexpected = || BackendError::new(format!("unexpected reply to acquire: {reply:?}"));
-        let Value::Array(items) = &reply else {
-            return Err(unexpected());
+        let args = AcquireArgs {
+            identity,
+            term_id: &term_id,
+            lease,
+            floor: self
+                .highest_token_seen
+                .load(Ordering::Relaxed)
+                .saturating_add(1),
+            acquired_at: &acquired_at,
+            guard: live_holder.and_then(|h| h.fencing_token).unwrap_or(0),
+            announce: !self.quorum_mode(),
         };
-        match items.as_slice() {
-            [Value::Int(1), Value::Int(token), value] => {
-                let token = u64::try_from(*token).map_err(|_| unexpected())?;
-                self.saw_token(token);
-                Ok(Acquire::Acquired(Term {
+        let node_deadline = self.node_deadline(deadline);
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.acquire(&self.scripts, &self.keys, &args, node_deadline)),
+        )
+        .await;
+
+        let mut grants = Vec::new();
+        let mut held = Vec::new();
+        let mut foreign = Vec::new();
+        let mut vanished = 0;
+        let mut errors = Vec::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(Granted::Yes { token, value }) => {
+                    self.saw_token(token);
+                    grants.push((i, value, token));
+                }
+                Ok(Granted::Held { lock, remaining }) => {
+                    self.saw_token(lock.token);
+                    held.push((lock, remaining));
+                }
+                Ok(Granted::Foreign(description)) => foreign.push(description),
+                Ok(Granted::Vanished) => vanished += 1,
+                Err(err) => errors.push(err),
+            }
+        }
+
+        if grants.len() >= self.majority() {
+            if !self.quorum_mode() {
+                let (_, value, token) = grants.remove(0);
+                return Ok(Acquire::Acquired(Term {
                     id: term_id,
                     fencing_token: token,
-                    claim: text(value).ok_or_else(unexpected)?,
-                }))
+                    claim: value,
+                }));
             }
-            [Value::Int(0), value, Value::Int(pttl)] => {
-                let value = text(value).ok_or_else(unexpected)?;
-                let Some(lock) = LockValue::parse(&value) else {
-                    return Ok(Acquire::Foreign {
-                        description: format!(
-                            "{} holds a value leaderd did not write: {:?}",
-                            self.keys.lock,
-                            truncate(&value, 80)
-                        ),
-                    });
-                };
-                if *pttl < 0 {
-                    return Ok(Acquire::Foreign {
-                        description: format!(
-                            "{} has no expiry; leaderd never writes it so",
-                            self.keys.lock
-                        ),
-                    });
-                }
-                self.saw_token(lock.token);
-                Ok(Acquire::HeldBy {
-                    holder: lock.holder(),
-                    remaining: Duration::from_millis(u64::try_from(*pttl).unwrap_or(0)),
-                })
+            if let Some(term) = self
+                .seal(identity, &term_id, &acquired_at, &grants, deadline)
+                .await
+            {
+                return Ok(Acquire::Acquired(term));
             }
-            [Value::Int(2), description] => Ok(Acquire::Foreign {
-                description: text(description).ok_or_else(unexpected)?,
-            }),
-            [Value::Int(3)] => Ok(Acquire::Vanished),
-            _ => Err(unexpected()),
+            self.undo(&grants, deadline).await;
+            return Err(BackendError::new(format!(
+                "granted by {} of {} servers, but could not seal the term on a majority",
+                grants.len(),
+                self.nodes.len()
+            )));
         }
+        // Not a majority: what we got is not a term; give it back at once.
+        let free = grants.len();
+        if !grants.is_empty() {
+            self.undo(&grants, deadline).await;
+        }
+
+        if vanished > 0 && vanished + free >= self.majority() {
+            return Ok(Acquire::Vanished);
+        }
+        if let Some((holder, remaining)) = self.likely_holder(&held, free + vanished) {
+            return Ok(Acquire::HeldBy { holder, remaining });
+        }
+        if let Some(description) = foreign.into_iter().next() {
+            return Ok(Acquire::Foreign { description });
+        }
+        Err(BackendError::new(if errors.is_empty() {
+            format!(
+                "only {} of {} servers granted the lease",
+                free,
+                self.nodes.len()
+            )
+        } else {
+            summary(&errors)
+        }))
     }
 
     async fn renew(
@@ -173,64 +243,152 @@ impl Backend for RedisBackend {
         lease: Duration,
         deadline: Instant,
     ) -> Result<Renew, BackendError> {
-        let reply: Value = self
-            .connection
-            .run(deadline, |mut conn| async move {
-                self.scripts
-                    .renew
-                    .key(&self.keys.lock)
-                    .arg(&term.claim)
-                    .arg(millis(lease))
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        let Value::Array(items) = &reply else {
-            return Err(BackendError::new(format!(
-                "unexpected reply to renew: {reply:?}"
-            )));
-        };
-        match items.as_slice() {
-            [Value::Int(1)] => Ok(Renew::Renewed),
-            [Value::Int(0), rest @ ..] => {
-                let holder = rest
-                    .first()
-                    .and_then(text)
-                    .and_then(|value| LockValue::parse(&value))
-                    .map(|lock| {
+        let node_deadline = self.node_deadline(deadline);
+        let restore = self.quorum_mode();
+        let answers = join_all(self.nodes.iter().map(|node| {
+            node.renew(
+                &self.scripts,
+                &self.keys,
+                &term.claim,
+                term.fencing_token,
+                lease,
+                restore,
+                node_deadline,
+            )
+        }))
+        .await;
+        let mut renewed = 0;
+        let mut lost = Vec::new();
+        let mut errors = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(None) => renewed += 1,
+                Ok(Some(holder)) => {
+                    if let Some(lock) = &holder {
                         self.saw_token(lock.token);
-                        lock.holder()
-                    });
-                Ok(Renew::Lost { holder })
+                    }
+                    lost.push(holder);
+                }
+                Err(err) => errors.push(err),
             }
-            _ => Err(BackendError::new(format!(
-                "unexpected reply to renew: {reply:?}"
-            ))),
         }
+        if renewed >= self.majority() {
+            return Ok(Renew::Renewed);
+        }
+        // A majority can no longer be reached: the lease is gone.
+        if lost.len() > self.nodes.len() - self.majority() {
+            let holder = lost
+                .into_iter()
+                .flatten()
+                .max_by_key(|lock| lock.token)
+                .map(|lock| lock.holder());
+            return Ok(Renew::Lost { holder });
+        }
+        Err(BackendError::new(if self.quorum_mode() {
+            format!(
+                "renewed on {renewed} of {} servers (need {}): {}",
+                self.nodes.len(),
+                self.majority(),
+                summary(&errors)
+            )
+        } else {
+            summary(&errors)
+        }))
     }
 
     async fn release(&self, term: &Term, deadline: Instant) -> Result<bool, BackendError> {
         let notice = format!("released {}", term.fencing_token);
-        let released: i64 = self
-            .connection
-            .run(deadline, |mut conn| async move {
-                self.scripts
-                    .release
-                    .key(&self.keys.lock)
-                    .key(&self.keys.released)
-                    .arg(&term.claim)
-                    .arg(&self.keys.channel)
-                    .arg(&notice)
-                    .arg(term.fencing_token)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(released == 1)
+        let node_deadline = self.node_deadline(deadline);
+        let answers = join_all(self.nodes.iter().map(|node| {
+            node.release(
+                &self.scripts,
+                &self.keys,
+                &term.claim,
+                term.fencing_token,
+                &notice,
+                node_deadline,
+            )
+        }))
+        .await;
+        let released = answers.iter().filter(|a| matches!(a, Ok(true))).count();
+        if released > 0 {
+            return Ok(true);
+        }
+        let errors: Vec<BackendError> = answers.into_iter().filter_map(Result::err).collect();
+        if errors.is_empty() {
+            Ok(false)
+        } else {
+            Err(BackendError::new(summary(&errors)))
+        }
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
+    }
+}
+
+impl RedisBackend {
+    /// Quorum mode: the term's token is the highest any granting server
+    /// minted; write it back to them (and to the lock values) before the
+    /// term counts. `None` when fewer than a majority could be sealed.
+    async fn seal(
+        &self,
+        identity: &str,
+        term_id: &str,
+        acquired_at: &str,
+        grants: &[(usize, String, u64)],
+        deadline: Instant,
+    ) -> Option<Term> {
+        let token = grants.iter().map(|(_, _, token)| *token).max()?;
+        let sealed = LockValue {
+            holder: identity.to_string(),
+            token,
+            term: term_id.to_string(),
+            acquired_at: acquired_at.to_string(),
+        }
+        .to_json();
+        let node_deadline = self.node_deadline(deadline);
+        let answers = join_all(grants.iter().map(|(i, value, _)| {
+            self.nodes[*i].seal(
+                &self.scripts,
+                &self.keys,
+                value,
+                &sealed,
+                token,
+                node_deadline,
+            )
+        }))
+        .await;
+        let sealed_on = answers.iter().filter(|a| matches!(a, Ok(true))).count();
+        (sealed_on >= self.majority()).then(|| Term {
+            id: term_id.to_string(),
+            fencing_token: token,
+            claim: sealed,
+        })
+    }
+
+    /// The holder most servers report, and when enough of their keys will
+    /// have expired for a majority to be free (`free` already are).
+    fn likely_holder(
+        &self,
+        held: &[(LockValue, Duration)],
+        free: usize,
+    ) -> Option<(Holder, Duration)> {
+        let mut votes: HashMap<&str, usize> = HashMap::new();
+        for (lock, _) in held {
+            *votes.entry(lock.term.as_str()).or_default() += 1;
+        }
+        let (term, _) = votes.into_iter().max_by_key(|(_, count)| *count)?;
+        let holder = held.iter().find(|(lock, _)| lock.term == term)?.0.holder();
+        let mut remaining: Vec<Duration> = held.iter().map(|(_, left)| *left).collect();
+        remaining.sort();
+        let needed = self.majority().saturating_sub(free).max(1);
+        let wait = remaining
+            .get(needed - 1)
+            .or(remaining.last())
+            .copied()
+            .unwrap_or_default();
+        Some((holder, wait))
     }
 }
 
@@ -240,29 +398,15 @@ fn random_term_id() -> String {
     format!("{bits:032x}")
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self
+            .nodes
+            .iter()
+            .map(|node| node.connection().shown_url())
+            .collect();
         f.debug_struct("RedisBackend")
-            .field("url", &self.connection.shown_url())
+            .field("urls", &urls)
             .field("keys", &self.keys)
             .finish()
     }

@@ -7,6 +7,7 @@
 //! (re)subscription the listener ticks once, because a release may have
 //! happened while it was not listening.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,7 +25,11 @@ pub struct NoticeListener {
 }
 
 impl NoticeListener {
-    pub fn spawn(client: Client, channel: String, ticks: watch::Sender<u64>) -> NoticeListener {
+    pub fn spawn(
+        client: Client,
+        channel: String,
+        ticks: Arc<watch::Sender<u64>>,
+    ) -> NoticeListener {
         NoticeListener {
             task: tokio::spawn(listen(client, channel, ticks)),
         }
@@ -37,7 +42,7 @@ impl Drop for NoticeListener {
     }
 }
 
-async fn listen(client: Client, channel: String, ticks: watch::Sender<u64>) {
+async fn listen(client: Client, channel: String, ticks: Arc<watch::Sender<u64>>) {
     let tick = || ticks.send_modify(|n| *n = n.wrapping_add(1));
     let mut backoff = Duration::from_millis(50);
     loop {

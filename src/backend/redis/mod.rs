@@ -34,13 +34,12 @@ use tokio::time::Instant;
 use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
 pub use connection::Connection;
 pub use keys::{Keys, LockValue};
-use node::{AcquireArgs, Granted, Node, Scripts};
+use node::{AcquireArgs, Granted, Node, Renewal, Scripts};
 use notices::NoticeListener;
 
 pub struct RedisBackend {
     nodes: Vec<Node>,
     keys: Keys,
-    scripts: Scripts,
     /// The longest one server may take to answer in quorum mode; a slow or
     /// partitioned server must not eat the time the others leave us.
     node_timeout: Duration,
@@ -60,11 +59,12 @@ impl RedisBackend {
         election: &str,
         lease_duration: Duration,
     ) -> Result<RedisBackend, BackendError> {
+        let keys = Keys::new(key_prefix, election);
+        let scripts = Arc::new(Scripts::new());
         let nodes = urls
             .iter()
-            .map(|url| Node::new(url))
+            .map(|url| Node::new(url, keys.clone(), scripts.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let keys = Keys::new(key_prefix, election);
         let (ticks, changes) = watch::channel(0);
         let ticks = Arc::new(ticks);
         let notices = nodes
@@ -80,7 +80,6 @@ impl RedisBackend {
         Ok(RedisBackend {
             nodes,
             keys,
-            scripts: Scripts::new(),
             node_timeout: (lease_duration / 20)
                 .clamp(Duration::from_millis(50), Duration::from_secs(1)),
             highest_token_seen: AtomicU64::new(0),
@@ -118,9 +117,11 @@ impl RedisBackend {
     /// that gave one, without announcing anything (they were never a term).
     async fn undo(&self, grants: &[(usize, String, u64)], deadline: Instant) {
         let deadline = self.node_deadline(deadline);
-        join_all(grants.iter().map(|(i, value, token)| {
-            self.nodes[*i].release(&self.scripts, &self.keys, value, *token, "", deadline)
-        }))
+        join_all(
+            grants
+                .iter()
+                .map(|(i, value, token)| self.nodes[*i].release(value, *token, "", deadline)),
+        )
         .await;
     }
 }
@@ -164,7 +165,7 @@ impl Backend for RedisBackend {
         let answers = join_all(
             self.nodes
                 .iter()
-                .map(|node| node.acquire(&self.scripts, &self.keys, &args, node_deadline)),
+                .map(|node| node.acquire(&args, node_deadline)),
         )
         .await;
 
@@ -247,8 +248,6 @@ impl Backend for RedisBackend {
         let restore = self.quorum_mode();
         let answers = join_all(self.nodes.iter().map(|node| {
             node.renew(
-                &self.scripts,
-                &self.keys,
                 &term.claim,
                 term.fencing_token,
                 lease,
@@ -262,8 +261,8 @@ impl Backend for RedisBackend {
         let mut errors = Vec::new();
         for answer in answers {
             match answer {
-                Ok(None) => renewed += 1,
-                Ok(Some(holder)) => {
+                Ok(Renewal::Renewed) => renewed += 1,
+                Ok(Renewal::NotOurs(holder)) => {
                     if let Some(lock) = &holder {
                         self.saw_token(lock.token);
                     }
@@ -299,16 +298,11 @@ impl Backend for RedisBackend {
     async fn release(&self, term: &Term, deadline: Instant) -> Result<bool, BackendError> {
         let notice = format!("released {}", term.fencing_token);
         let node_deadline = self.node_deadline(deadline);
-        let answers = join_all(self.nodes.iter().map(|node| {
-            node.release(
-                &self.scripts,
-                &self.keys,
-                &term.claim,
-                term.fencing_token,
-                &notice,
-                node_deadline,
-            )
-        }))
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.release(&term.claim, term.fencing_token, &notice, node_deadline)),
+        )
         .await;
         let released = answers.iter().filter(|a| matches!(a, Ok(true))).count();
         if released > 0 {
@@ -348,16 +342,11 @@ impl RedisBackend {
         }
         .to_json();
         let node_deadline = self.node_deadline(deadline);
-        let answers = join_all(grants.iter().map(|(i, value, _)| {
-            self.nodes[*i].seal(
-                &self.scripts,
-                &self.keys,
-                value,
-                &sealed,
-                token,
-                node_deadline,
-            )
-        }))
+        let answers = join_all(
+            grants
+                .iter()
+                .map(|(i, value, _)| self.nodes[*i].seal(value, &sealed, token, node_deadline)),
+        )
         .await;
         let sealed_on = answers.iter().filter(|a| matches!(a, Ok(true))).count();
         (sealed_on >= self.majority()).then(|| Term {

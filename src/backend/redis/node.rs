@@ -2,6 +2,7 @@
 //! its replies into typed answers. Combining several servers (quorum mode)
 //! is the job of the backend, not of this type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Script, Value};
@@ -60,14 +61,26 @@ pub struct AcquireArgs<'a> {
     pub announce: bool,
 }
 
+/// What one server answered to a renew.
+#[derive(Debug, Clone)]
+pub enum Renewal {
+    Renewed,
+    /// Not ours any more; what the key holds instead, if it is ours to read.
+    NotOurs(Option<LockValue>),
+}
+
 pub struct Node {
     connection: Connection,
+    keys: Keys,
+    scripts: Arc<Scripts>,
 }
 
 impl Node {
-    pub fn new(url: &str) -> Result<Node, BackendError> {
+    pub fn new(url: &str, keys: Keys, scripts: Arc<Scripts>) -> Result<Node, BackendError> {
         Ok(Node {
             connection: Connection::new(url)?,
+            keys,
+            scripts,
         })
     }
 
@@ -77,25 +90,23 @@ impl Node {
 
     pub async fn acquire(
         &self,
-        scripts: &Scripts,
-        keys: &Keys,
         args: &AcquireArgs<'_>,
         deadline: Instant,
     ) -> Result<Granted, BackendError> {
         let reply: Value = self
             .connection
             .run(deadline, |mut conn| async move {
-                scripts
+                self.scripts
                     .acquire
-                    .key(&keys.lock)
-                    .key(&keys.fence)
-                    .key(&keys.released)
+                    .key(&self.keys.lock)
+                    .key(&self.keys.fence)
+                    .key(&self.keys.released)
                     .arg(args.identity)
                     .arg(args.term_id)
                     .arg(millis(args.lease))
                     .arg(args.floor)
                     .arg(args.acquired_at)
-                    .arg(&keys.channel)
+                    .arg(&self.keys.channel)
                     .arg(args.guard)
                     .arg(if args.announce { "1" } else { "0" })
                     .invoke_async(&mut conn)
@@ -116,14 +127,14 @@ impl Node {
                 let Some(lock) = LockValue::parse(&value) else {
                     return Ok(Granted::Foreign(format!(
                         "{} holds a value leaderd did not write: {:?}",
-                        keys.lock,
+                        self.keys.lock,
                         truncate(&value, 80)
                     )));
                 };
                 if *pttl < 0 {
                     return Ok(Granted::Foreign(format!(
                         "{} has no expiry; leaderd never writes it so",
-                        keys.lock
+                        self.keys.lock
                     )));
                 }
                 Ok(Granted::Held {
@@ -142,8 +153,6 @@ impl Node {
     /// Gives a partial grant the term's token and announces the term.
     pub async fn seal(
         &self,
-        scripts: &Scripts,
-        keys: &Keys,
         granted: &str,
         sealed: &str,
         token: u64,
@@ -152,14 +161,14 @@ impl Node {
         let done: i64 = self
             .connection
             .run(deadline, |mut conn| async move {
-                scripts
+                self.scripts
                     .seal
-                    .key(&keys.lock)
-                    .key(&keys.fence)
+                    .key(&self.keys.lock)
+                    .key(&self.keys.fence)
                     .arg(granted)
                     .arg(sealed)
                     .arg(token)
-                    .arg(&keys.channel)
+                    .arg(&self.keys.channel)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -167,24 +176,21 @@ impl Node {
         Ok(done == 1)
     }
 
-    /// `Ok(None)` when renewed, `Ok(Some(holder))` when not ours any more.
     pub async fn renew(
         &self,
-        scripts: &Scripts,
-        keys: &Keys,
         claim: &str,
         token: u64,
         lease: Duration,
         restore_missing: bool,
         deadline: Instant,
-    ) -> Result<Option<Option<LockValue>>, BackendError> {
+    ) -> Result<Renewal, BackendError> {
         let reply: Value = self
             .connection
             .run(deadline, |mut conn| async move {
-                scripts
+                self.scripts
                     .renew
-                    .key(&keys.lock)
-                    .key(&keys.fence)
+                    .key(&self.keys.lock)
+                    .key(&self.keys.fence)
                     .arg(claim)
                     .arg(millis(lease))
                     .arg(if restore_missing { "1" } else { "0" })
@@ -197,8 +203,8 @@ impl Node {
             return Err(self.unexpected("renew", &reply));
         };
         match items.as_slice() {
-            [Value::Int(1)] => Ok(None),
-            [Value::Int(0), rest @ ..] => Ok(Some(
+            [Value::Int(1)] => Ok(Renewal::Renewed),
+            [Value::Int(0), rest @ ..] => Ok(Renewal::NotOurs(
                 rest.first()
                     .and_then(text)
                     .and_then(|value| LockValue::parse(&value)),
@@ -210,8 +216,6 @@ impl Node {
     /// Frees the lease if it holds `claim`; `notice` empty = silently.
     pub async fn release(
         &self,
-        scripts: &Scripts,
-        keys: &Keys,
         claim: &str,
         token: u64,
         notice: &str,
@@ -220,12 +224,12 @@ impl Node {
         let released: i64 = self
             .connection
             .run(deadline, |mut conn| async move {
-                scripts
+                self.scripts
                     .release
-                    .key(&keys.lock)
-                    .key(&keys.released)
+                    .key(&self.keys.lock)
+                    .key(&self.keys.released)
                     .arg(claim)
-                    .arg(&keys.channel)
+                    .arg(&self.keys.channel)
                     .arg(notice)
                     .arg(token)
                     .invoke_async(&mut conn)

@@ -432,7 +432,31 @@ impl<B: Backend> Elector<B> {
 
     fn stepped_down(&mut self, reason: Reason) {
         self.metrics.lost(reason);
-        tracing::warn!(reason = reason.as_str(), "stepped down");
+        // Leadership ended at safe-until if that passed before we noticed
+        // (a pause, a hung store): say when, on the wall clock, so that
+        // logs of several candidates can be laid side by side.
+        let (token, ended) = {
+            let state = self.state.borrow();
+            let now = Instant::now();
+            let ended = state
+                .term
+                .as_ref()
+                .map_or(now, |term| term.safe_until.min(now));
+            let ago = now.saturating_duration_since(ended);
+            let token = state.term.as_ref().map_or(0, |term| term.fencing_token);
+            (
+                token,
+                SystemTime::now()
+                    .checked_sub(ago)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            )
+        };
+        tracing::warn!(
+            reason = reason.as_str(),
+            token,
+            led_until = %humantime::format_rfc3339_micros(ended),
+            "stepped down"
+        );
         self.publish(|state| {
             let token = state.term.take().map(|term| term.fencing_token);
             // Our own record is stale now; keep another holder we observed.

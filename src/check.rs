@@ -19,7 +19,19 @@ pub async fn check(settings: &Settings, offline: bool) -> bool {
     if offline {
         match &settings.backend {
             BackendSettings::Redis(redis) => {
-                for url in &redis.urls {
+                if let Some(sentinel) = &redis.config.sentinel {
+                    println!(
+                        "backend: redis master {:?} via Sentinel {} (not contacted: --offline)",
+                        sentinel.master_name,
+                        sentinel
+                            .urls
+                            .iter()
+                            .map(|u| redact_url(u))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                for url in &redis.config.urls {
                     println!(
                         "backend: redis {} (not contacted: --offline)",
                         redact_url(url)

@@ -37,8 +37,7 @@ pub async fn run(settings: Settings) -> Result<i32, RunError> {
     match &settings.backend {
         BackendSettings::Redis(redis) => {
             let backend = RedisBackend::new(
-                &redis.urls,
-                &redis.key_prefix,
+                redis,
                 &settings.election.name,
                 settings.election.lease_duration,
             )

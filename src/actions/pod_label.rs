@@ -102,24 +102,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Worker {
     async fn run(self, mut wanted: watch::Receiver<Wanted>, applied: watch::Sender<u64>) {
-        loop {
+        'wanted: loop {
             let want = *wanted.borrow_and_update();
             let mut backoff = FIRST_BACKOFF;
             let mut last_error = String::new();
-            loop {
-                match self.apply(want.role).await {
-                    Ok(()) => {
-                        self.metrics.pod_label_update("ok");
-                        applied.send_replace(want.generation);
-                        break;
-                    }
-                    Err(failure) => {
-                        self.metrics.pod_label_update(failure.result);
-                        if failure.message != last_error {
-                            tracing::error!(pod = %self.pod.name, "pod label: {}", failure.message);
-                            last_error = failure.message;
-                        }
-                    }
+            while let Err(failure) = self.apply(want.role).await {
+                self.metrics.pod_label_update(failure.result);
+                if failure.message != last_error {
+                    tracing::error!(pod = %self.pod.name, "pod label: {}", failure.message);
+                    last_error = failure.message;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -127,14 +118,14 @@ impl Worker {
                         if changed.is_err() {
                             return;
                         }
-                        break;
+                        // A newer wish replaces this one: apply that instead.
+                        continue 'wanted;
                     }
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            if wanted.has_changed().unwrap_or(false) {
-                continue;
-            }
+            self.metrics.pod_label_update("ok");
+            applied.send_replace(want.generation);
             if wanted.changed().await.is_err() {
                 return;
             }

@@ -82,8 +82,8 @@ pub async fn preflight(
     let timeout = Duration::from_secs(5);
     match settings {
         BackendSettings::Redis(redis) => {
-            let keys = redis::Keys::new(&redis.key_prefix, election);
-            redis::preflight::preflight(&redis.urls, &keys, timeout).await
+            let keys = redis::Keys::new(&redis.config.key_prefix, election);
+            redis::preflight::preflight(redis, &keys, timeout).await
         }
         BackendSettings::Kubernetes {
             namespace,

@@ -13,11 +13,13 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 mod actions;
+mod redis;
 
 pub use actions::{
     HOOK_KILL_GRACE, HooksConfig, KubernetesConfig, LABEL_WAIT_ON_LOSS, LeaderProcessConfig,
     OnExit, PodIdentity, PodLabelConfig,
 };
+pub use redis::{RedisConfig, RedisSettings, Secret, SentinelConfig};
 
 /// Where the HTTP server listens when neither the file, `LEADERD_LISTEN` nor
 /// `--listen` says otherwise.
@@ -76,14 +78,6 @@ pub struct KubernetesLeaseConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    pub urls: Vec<String>,
-    #[serde(default = "defaults::key_prefix")]
-    pub key_prefix: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     #[serde(default = "defaults::listen")]
     pub listen: String,
@@ -109,9 +103,6 @@ mod defaults {
     }
     pub fn retry_period() -> Duration {
         Duration::from_secs(2)
-    }
-    pub fn key_prefix() -> String {
-        "leaderd".to_string()
     }
     pub fn listen() -> String {
         super::DEFAULT_LISTEN.to_string()
@@ -181,7 +172,7 @@ pub struct Settings {
 
 #[derive(Debug, Clone)]
 pub enum BackendSettings {
-    Redis(RedisConfig),
+    Redis(Box<RedisSettings>),
     /// The Lease's namespace and name, defaults filled in.
     Kubernetes {
         namespace: String,
@@ -352,57 +343,9 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
         (None, Some(lease)) => {
             kubernetes_backend(lease, e).map_err(|(field, reason)| fail(&field, reason))?
         }
-        (Some(redis), None) => {
-            if redis.urls.is_empty() {
-                return Err(fail("backend.redis.urls", "must list one Redis URL".into()));
-            }
-            let n = redis.urls.len();
-            if n == 2 || (n > 1 && n % 2 == 0) {
-                return Err(fail(
-                    "backend.redis.urls",
-                    format!(
-                        "lists {n} URLs: give 1 (a single Redis) or an odd number of at least 3                          independent masters (quorum mode). With an even count a partition can                          split the servers in halves where neither side has a majority, and {n}                          servers tolerate no more failures than {}",
-                        n - 1
-                    ),
-                ));
-            }
-            if n >= 3 {
-                // Redlock's clock drift allowance: 1% of the lease + 2 ms
-                // must fit in the margin between step-down and expiry.
-                let drift = e.lease_duration / 100 + Duration::from_millis(2);
-                let margin = e.lease_duration.saturating_sub(e.renew_deadline);
-                if margin <= drift {
-                    return Err(fail(
-                        "election.renew_deadline",
-                        format!(
-                            "leaves {} before the lease expires; quorum mode needs more than the                              clock drift allowance of {} (1% of lease_duration + 2ms)",
-                            show(margin),
-                            show(drift)
-                        ),
-                    ));
-                }
-            }
-            for (i, url) in redis.urls.iter().enumerate() {
-                check_redis_url(url)
-                    .map_err(|reason| fail(&format!("backend.redis.urls[{i}]"), reason))?;
-            }
-            if redis.key_prefix.is_empty()
-                || redis.key_prefix.contains(['{', '}'])
-                || redis
-                    .key_prefix
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(fail(
-                    "backend.redis.key_prefix",
-                    format!(
-                        "{:?} must be non-empty, without spaces or braces (braces are the hash tag)",
-                        redis.key_prefix
-                    ),
-                ));
-            }
-            BackendSettings::Redis(redis.clone())
-        }
+        (Some(redis), None) => BackendSettings::Redis(Box::new(
+            redis::validate(redis, e).map_err(|(field, reason)| fail(&field, reason))?,
+        )),
         (None, None) => {
             return Err(fail(
                 "backend",
@@ -499,19 +442,6 @@ fn kubernetes_backend(
         namespace,
         lease_name,
     })
-}
-
-fn check_redis_url(url: &str) -> Result<(), String> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    if !url.contains("://") || !matches!(scheme, "redis" | "rediss") {
-        return Err(format!(
-            "{:?} must start with redis:// or rediss://",
-            redact_url(url)
-        ));
-    }
-    redis::parse_redis_url(url)
-        .ok_or_else(|| format!("{:?} is not a valid Redis URL", redact_url(url)))?;
-    Ok(())
 }
 
 /// Hides the password of a `redis://user:password@host` URL so that it can be

@@ -32,7 +32,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
-pub use connection::Connection;
+use crate::config::RedisSettings;
+pub use connection::{Connection, Security};
 pub use keys::{Keys, LockValue};
 use node::{AcquireArgs, Granted, Node, Renewal, Scripts};
 use notices::NoticeListener;
@@ -43,6 +44,14 @@ pub struct RedisBackend {
     /// The longest one server may take to answer in quorum mode; a slow or
     /// partitioned server must not eat the time the others leave us.
     node_timeout: Duration,
+    /// `WAIT` for this many replicas after acquire and renew.
+    min_replica_acks: u32,
+    /// Sentinel: the master may change under us.
+    follows_failover: bool,
+    /// Sentinel: (term id, master address) where our term was granted. A
+    /// failover can lose the key (asynchronous replication), so a term
+    /// granted by another master is a term we may have lost.
+    term_master: std::sync::Mutex<Option<(String, String)>>,
     /// The highest fencing token this candidate has seen in the store. If
     /// Redis loses its data, the next acquire continues above it.
     highest_token_seen: AtomicU64,
@@ -54,24 +63,23 @@ impl RedisBackend {
     /// Prepares the backend; connecting happens lazily, on the first call,
     /// so that a Redis that is down at start only delays the election.
     pub fn new(
-        urls: &[String],
-        key_prefix: &str,
+        settings: &RedisSettings,
         election: &str,
         lease_duration: Duration,
     ) -> Result<RedisBackend, BackendError> {
-        let keys = Keys::new(key_prefix, election);
+        let keys = Keys::new(&settings.config.key_prefix, election);
         let scripts = Arc::new(Scripts::new());
-        let nodes = urls
-            .iter()
-            .map(|url| Node::new(url, keys.clone(), scripts.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let nodes: Vec<Node> = connections(settings)?
+            .into_iter()
+            .map(|connection| Node::new(connection, keys.clone(), scripts.clone()))
+            .collect();
         let (ticks, changes) = watch::channel(0);
         let ticks = Arc::new(ticks);
         let notices = nodes
             .iter()
             .map(|node| {
                 NoticeListener::spawn(
-                    node.connection().client().clone(),
+                    node.connection().clone(),
                     keys.channel.clone(),
                     ticks.clone(),
                 )
@@ -82,6 +90,9 @@ impl RedisBackend {
             keys,
             node_timeout: (lease_duration / 20)
                 .clamp(Duration::from_millis(50), Duration::from_secs(1)),
+            min_replica_acks: settings.config.min_replica_acks,
+            follows_failover: settings.config.sentinel.is_some(),
+            term_master: std::sync::Mutex::new(None),
             highest_token_seen: AtomicU64::new(0),
             changes,
             _notices: notices,
@@ -116,7 +127,9 @@ impl RedisBackend {
     /// Undoes grants that did not add up to a majority, on every server
     /// that gave one, without announcing anything (they were never a term).
     async fn undo(&self, grants: &[(usize, String, u64)], deadline: Instant) {
-        let deadline = self.node_deadline(deadline);
+        // The attempt's own deadline may be spent (that may be why we undo):
+        // an orphaned grant would block every candidate for a whole lease.
+        let deadline = deadline.max(Instant::now() + self.node_timeout);
         join_all(
             grants
                 .iter()
@@ -192,6 +205,15 @@ impl Backend for RedisBackend {
 
         if grants.len() >= self.majority() {
             if !self.quorum_mode() {
+                let node = &self.nodes[0];
+                if let Err(err) = node.replicated(self.min_replica_acks, deadline).await {
+                    self.undo(&grants, deadline).await;
+                    return Err(err);
+                }
+                if self.follows_failover {
+                    let master = node.connection().address(deadline).await?;
+                    *lock(&self.term_master) = Some((term_id.clone(), master));
+                }
                 let (_, value, token) = grants.remove(0);
                 return Ok(Acquire::Acquired(Term {
                     id: term_id,
@@ -244,6 +266,9 @@ impl Backend for RedisBackend {
         lease: Duration,
         deadline: Instant,
     ) -> Result<Renew, BackendError> {
+        if self.follows_failover && self.master_changed(term, deadline).await? {
+            return Ok(Renew::Lost { holder: None });
+        }
         let node_deadline = self.node_deadline(deadline);
         let restore = self.quorum_mode();
         let answers = join_all(self.nodes.iter().map(|node| {
@@ -272,6 +297,11 @@ impl Backend for RedisBackend {
             }
         }
         if renewed >= self.majority() {
+            if !self.quorum_mode() {
+                self.nodes[0]
+                    .replicated(self.min_replica_acks, deadline)
+                    .await?;
+            }
             return Ok(Renew::Renewed);
         }
         // A majority can no longer be reached: the lease is gone.
@@ -322,6 +352,21 @@ impl Backend for RedisBackend {
 }
 
 impl RedisBackend {
+    /// Sentinel: whether the master is no longer the one that granted
+    /// `term`. Asks the Sentinels on every renewal, so that a failover is
+    /// noticed even while the old master still accepts writes.
+    async fn master_changed(&self, term: &Term, deadline: Instant) -> Result<bool, BackendError> {
+        let master = self.nodes[0].connection().refresh(deadline).await?;
+        let granted_by = lock(&self.term_master).clone();
+        match granted_by {
+            Some((id, granted)) if id == term.id && granted != master => {
+                tracing::warn!(%granted, %master, "the Redis master changed (Sentinel failover); the lease may not have survived it");
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Quorum mode: the term's token is the highest any granting server
     /// minted; write it back to them (and to the lock values) before the
     /// term counts. `None` when fewer than a majority could be sealed.
@@ -379,6 +424,49 @@ impl RedisBackend {
             .unwrap_or_default();
         Some((holder, wait))
     }
+}
+
+/// One connection per logical server: the quorum's masters, a Sentinel
+/// master, a cluster, or the single server.
+pub fn connections(settings: &RedisSettings) -> Result<Vec<Connection>, BackendError> {
+    let config = &settings.config;
+    let security = Security {
+        username: Some(config.username.clone()).filter(|u| !u.is_empty()),
+        password: settings.password.as_ref().map(|secret| secret.0.clone()),
+        ca_pem: settings.tls_ca_pem.clone(),
+    };
+    if let Some(sentinel) = &config.sentinel {
+        let sentinel_security = Security {
+            username: None,
+            password: settings
+                .sentinel_password
+                .as_ref()
+                .map(|secret| secret.0.clone()),
+            ca_pem: settings.tls_ca_pem.clone(),
+        };
+        return Ok(vec![Connection::sentinel(
+            &sentinel.urls,
+            &sentinel.master_name,
+            sentinel.master_tls,
+            &sentinel_security,
+            &security,
+        )?]);
+    }
+    if config.cluster {
+        return Ok(vec![Connection::cluster(&config.urls, &security)?]);
+    }
+    config
+        .urls
+        .iter()
+        .map(|url| Connection::direct(url, &security))
+        .collect()
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain assignments under this lock cannot leave it inconsistent.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// 128 random bits as hex: unique per term with overwhelming probability.

@@ -70,22 +70,52 @@ pub enum Renewal {
 }
 
 pub struct Node {
-    connection: Connection,
+    connection: Arc<Connection>,
     keys: Keys,
     scripts: Arc<Scripts>,
 }
 
 impl Node {
-    pub fn new(url: &str, keys: Keys, scripts: Arc<Scripts>) -> Result<Node, BackendError> {
-        Ok(Node {
-            connection: Connection::new(url)?,
+    pub fn new(connection: Connection, keys: Keys, scripts: Arc<Scripts>) -> Node {
+        Node {
+            connection: Arc::new(connection),
             keys,
             scripts,
-        })
+        }
     }
 
-    pub fn connection(&self) -> &Connection {
+    pub fn connection(&self) -> &Arc<Connection> {
         &self.connection
+    }
+
+    /// `WAIT`s until `replicas` replicas have our writes so far; fewer by
+    /// the deadline is an error (the write could be lost in a failover).
+    pub async fn replicated(&self, replicas: u32, deadline: Instant) -> Result<(), BackendError> {
+        if replicas == 0 {
+            return Ok(());
+        }
+        let wait_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .max(1);
+        let wait_ms = u64::try_from(wait_ms).unwrap_or(u64::MAX);
+        let acked: i64 = self
+            .connection
+            .run(deadline, |mut conn| async move {
+                redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg(wait_ms)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if acked < i64::from(replicas) {
+            return Err(BackendError::new(format!(
+                "{}: only {acked} of {replicas} replicas acknowledged (backend.redis.min_replica_acks)",
+                self.connection.shown_url()
+            )));
+        }
+        Ok(())
     }
 
     pub async fn acquire(

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout};
+use tokio::time::{Instant, sleep, timeout};
+
+use super::connection::Connection;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,12 +27,12 @@ pub struct NoticeListener {
 
 impl NoticeListener {
     pub fn spawn(
-        client: Client,
+        connection: Arc<Connection>,
         channel: String,
         ticks: Arc<watch::Sender<u64>>,
     ) -> NoticeListener {
         NoticeListener {
-            task: tokio::spawn(listen(client, channel, ticks)),
+            task: tokio::spawn(listen(connection, channel, ticks)),
         }
     }
 }
@@ -42,14 +43,24 @@ impl Drop for NoticeListener {
     }
 }
 
-async fn listen(client: Client, channel: String, ticks: Arc<watch::Sender<u64>>) {
+async fn listen(connection: Arc<Connection>, channel: String, ticks: Arc<watch::Sender<u64>>) {
     let tick = || ticks.send_modify(|n| *n = n.wrapping_add(1));
     let mut backoff = Duration::from_millis(50);
     loop {
         let subscribed = timeout(CONNECT_TIMEOUT, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            let client = connection
+                .pubsub_client(Instant::now() + CONNECT_TIMEOUT)
+                .await
+                .map_err(|err| err.message)?;
+            let mut pubsub = client
+                .get_async_pubsub()
+                .await
+                .map_err(|err| err.to_string())?;
+            pubsub
+                .subscribe(&channel)
+                .await
+                .map_err(|err| err.to_string())?;
+            Ok::<_, String>(pubsub)
         })
         .await;
         match subscribed {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio::time::Instant;
 
-use super::{Connection, Keys, LockValue};
+use super::{Connection, Keys, LockValue, connections};
+use crate::config::RedisSettings;
 
 use crate::backend::Preflight;
 
@@ -23,11 +24,26 @@ struct Report {
     warnings: Vec<String>,
 }
 
-/// Checks every server of `urls` for the election's `keys`.
-pub async fn preflight(urls: &[String], keys: &Keys, timeout: Duration) -> Preflight {
+/// Checks every server of the backend for the election's `keys`.
+pub async fn preflight(settings: &RedisSettings, keys: &Keys, timeout: Duration) -> Preflight {
     let mut result = Preflight::default();
-    for url in urls {
-        let report = check(url, keys, timeout).await;
+    let connections = match connections(settings) {
+        Ok(connections) => connections,
+        Err(err) => {
+            result.errors.push(err.message);
+            return result;
+        }
+    };
+    let quorum = connections.len() > 1;
+    if quorum {
+        result.facts.push(format!(
+            "quorum mode: {} independent masters, a majority of {} needed",
+            connections.len(),
+            connections.len() / 2 + 1
+        ));
+    }
+    for connection in &connections {
+        let report = check(connection, keys, quorum, timeout).await;
         result.facts.push(if report.version.is_empty() {
             format!("redis {}", report.url)
         } else {
@@ -42,8 +58,13 @@ pub async fn preflight(urls: &[String], keys: &Keys, timeout: Duration) -> Prefl
             }
             None => {}
         }
-        result.warnings.extend(report.warnings);
-        result.errors.extend(report.errors);
+        let url = &report.url;
+        result
+            .warnings
+            .extend(report.warnings.iter().map(|w| format!("{url}: {w}")));
+        result
+            .errors
+            .extend(report.errors.iter().map(|e| format!("{url}: {e}")));
     }
     result
 }
@@ -51,17 +72,11 @@ pub async fn preflight(urls: &[String], keys: &Keys, timeout: Duration) -> Prefl
 /// The oldest Redis with `SET ... NX PX` (2.6.12).
 const MINIMUM_VERSION: (u64, u64, u64) = (2, 6, 12);
 
-async fn check(url: &str, keys: &Keys, timeout: Duration) -> Report {
-    let mut report = Report::default();
-    let connection = match Connection::new(url) {
-        Ok(connection) => connection,
-        Err(err) => {
-            report.url = crate::config::redact_url(url);
-            report.errors.push(err.message);
-            return report;
-        }
+async fn check(connection: &Connection, keys: &Keys, quorum: bool, timeout: Duration) -> Report {
+    let mut report = Report {
+        url: connection.shown_url().to_string(),
+        ..Report::default()
     };
-    report.url = connection.shown_url().to_string();
     let deadline = Instant::now() + timeout;
 
     let info: String = match connection
@@ -121,6 +136,10 @@ async fn check(url: &str, keys: &Keys, timeout: Duration) -> Report {
         )),
     }
 
+    if quorum {
+        persistence_warnings(connection, deadline, &mut report).await;
+    }
+
     let holder: Result<Option<String>, _> = connection
         .run(deadline, |mut conn| {
             let key = keys.lock.clone();
@@ -144,6 +163,42 @@ async fn check(url: &str, keys: &Keys, timeout: Duration) -> Report {
             .push(format!("cannot read {}: {err}", keys.lock)),
     }
     report
+}
+
+/// Quorum mode counts on a majority remembering the lease: a master that
+/// restarts empty must either persist every write or stay out for a lease.
+async fn persistence_warnings(connection: &Connection, deadline: Instant, report: &mut Report) {
+    let config: Result<Vec<String>, _> = connection
+        .run(deadline, |mut conn| async move {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("append*")
+                .query_async(&mut conn)
+                .await
+        })
+        .await;
+    let Ok(pairs) = config else {
+        report.warnings.push(
+            "cannot read appendonly/appendfsync (CONFIG disabled?): make sure this master persists every write or is restarted only after lease_duration".into(),
+        );
+        return;
+    };
+    let value = |name: &str| {
+        pairs
+            .chunks(2)
+            .find(|pair| pair.first().map(String::as_str) == Some(name))
+            .and_then(|pair| pair.get(1).cloned())
+            .unwrap_or_default()
+    };
+    if value("appendonly") != "yes" || value("appendfsync") != "always" {
+        report.warnings.push(format!(
+            "appendonly {} / appendfsync {}: if this master restarts it forgets the lease, so \
+             restart it only after lease_duration has passed (delayed restart) or set \
+             appendonly yes and appendfsync always",
+            value("appendonly"),
+            value("appendfsync")
+        ));
+    }
 }
 
 fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {

@@ -1,0 +1,451 @@
+{{/*
+Helpers. The "leaderd.sidecar.*" templates are also the public interface for
+a parent chart that depends on this one (see README.md, "Sidecar"):
+  {{- include "leaderd.sidecar.containers" .Subcharts.leaderd | nindent 8 }}
+*/}}
+
+{{- define "leaderd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "leaderd.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "leaderd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "leaderd.labels" -}}
+helm.sh/chart: {{ include "leaderd.chart" . }}
+app.kubernetes.io/name: {{ include "leaderd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The labels that select the candidate pods: the chart's own in
+standalone mode, the workload's in sidecar mode. */}}
+{{- define "leaderd.selectorLabels" -}}
+{{- include "leaderd.selectorLabels.raw" . | trim }}
+{{- end }}
+
+{{- define "leaderd.selectorLabels.raw" -}}
+{{- if eq .Values.mode "sidecar" }}
+{{- if not .Values.sidecar.selectorLabels }}
+{{- fail "sidecar.selectorLabels is required in sidecar mode: the labels of your workload's pods, e.g. {app: my-controller}" }}
+{{- end }}
+{{- toYaml .Values.sidecar.selectorLabels }}
+{{- else }}
+app.kubernetes.io/name: {{ include "leaderd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+{{- end }}
+
+{{/* The same selector as "key=value,key=value" for pod_label.selector. */}}
+{{- define "leaderd.selectorString" -}}
+{{- $parts := list }}
+{{- range $k, $v := (include "leaderd.selectorLabels" . | fromYaml) }}
+{{- $parts = append $parts (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," (sortAlpha $parts) }}
+{{- end }}
+
+{{- define "leaderd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "leaderd.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "leaderd.electionName" -}}
+{{- default (include "leaderd.fullname" .) .Values.election.name }}
+{{- end }}
+
+{{- define "leaderd.leaseNamespace" -}}
+{{- default .Release.Namespace .Values.backend.kubernetes.namespace }}
+{{- end }}
+
+{{- define "leaderd.leaseName" -}}
+{{- default (include "leaderd.electionName" .) .Values.backend.kubernetes.leaseName }}
+{{- end }}
+
+{{- define "leaderd.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the leaderd binary is copied into a workload image. */}}
+{{- define "leaderd.inject" -}}
+{{- if and (eq .Values.mode "standalone") .Values.standalone.image.repository .Values.standalone.injectLeaderd }}true{{ end }}
+{{- end }}
+
+{{/* Whether the configuration is assembled by an init container (the Redis
+URL comes from a Secret). */}}
+{{- define "leaderd.renderConfig" -}}
+{{- if and (eq .Values.backend.type "redis") .Values.backend.redis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* Whether the Redis password comes from a Secret (leaderd's password_file). */}}
+{{- define "leaderd.passwordFile" -}}
+{{- if and (eq .Values.backend.type "redis") .Values.backend.redis.passwordSecret }}true{{ end }}
+{{- end }}
+
+{{/* Placeholder for the Redis URL that the init container fills in. */}}
+{{- define "leaderd.urlPlaceholder" -}}__LEADERD_REDIS_URL__{{- end }}
+
+{{/*
+A duration (15s, 500ms, 1m30s; units ms s m h) in seconds, as a float
+string. values.schema.json only admits this syntax.
+*/}}
+{{- define "leaderd.seconds" -}}
+{{- $total := 0.0 }}
+{{- range (regexFindAll "[0-9]+(\\.[0-9]+)?(ms|s|m|h)" (toString .) -1) }}
+{{- $n := regexFind "^[0-9.]+" . | float64 }}
+{{- $unit := regexReplaceAll "^[0-9.]+" . "" }}
+{{- if eq $unit "ms" }}{{ $total = addf $total (divf $n 1000) }}
+{{- else if eq $unit "s" }}{{ $total = addf $total $n }}
+{{- else if eq $unit "m" }}{{ $total = addf $total (mulf $n 60) }}
+{{- else if eq $unit "h" }}{{ $total = addf $total (mulf $n 3600) }}
+{{- end }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+Seconds the shutdown sequence may take: the leader process's grace period,
+the stopped_leading hook's timeout, the release (bounded by
+min(renewDeadline, 5s)), and a 5s margin; rounded up.
+*/}}
+{{- define "leaderd.terminationGracePeriodSeconds" -}}
+{{- if kindIs "float64" .Values.terminationGracePeriodSeconds }}
+{{- .Values.terminationGracePeriodSeconds | int }}
+{{- else if kindIs "int64" .Values.terminationGracePeriodSeconds }}
+{{- .Values.terminationGracePeriodSeconds }}
+{{- else }}
+{{- $grace := 0.0 }}
+{{- if and (eq .Values.mode "standalone") .Values.standalone.leaderProcess.command }}
+{{- $grace = include "leaderd.seconds" .Values.standalone.leaderProcess.gracePeriod | float64 }}
+{{- end }}
+{{- $hooks := include "leaderd.seconds" .Values.hooks.timeout | float64 }}
+{{- $release := min 5 (include "leaderd.seconds" .Values.election.renewDeadline | float64 | ceil | int) }}
+{{- addf $grace $hooks $release 5 | ceil | int }}
+{{- end }}
+{{- end }}
+
+{{/* Timing rule checks that give a chart-level message before leaderd
+would refuse to start. */}}
+{{- define "leaderd.validate" -}}
+{{- $lease := include "leaderd.seconds" .Values.election.leaseDuration | float64 }}
+{{- $renew := include "leaderd.seconds" .Values.election.renewDeadline | float64 }}
+{{- $retry := include "leaderd.seconds" .Values.election.retryPeriod | float64 }}
+{{- if ge $renew $lease }}
+{{- fail (printf "election.renewDeadline (%s) must be shorter than election.leaseDuration (%s)" .Values.election.renewDeadline .Values.election.leaseDuration) }}
+{{- end }}
+{{- if and (eq .Values.backend.type "kubernetes") (ne $lease (floor $lease)) }}
+{{- fail (printf "election.leaseDuration (%s) must be whole seconds with backend.type=kubernetes (a Lease's leaseDurationSeconds)" .Values.election.leaseDuration) }}
+{{- end }}
+{{- if le $renew (mulf 1.2 $retry) }}
+{{- fail (printf "election.renewDeadline (%s) must be longer than 1.2 × election.retryPeriod (%s)" .Values.election.renewDeadline .Values.election.retryPeriod) }}
+{{- end }}
+{{- if and (eq .Values.backend.type "redis") (not .Values.backend.redis.existingSecret) }}
+{{- if not (or .Values.backend.redis.url (dig "backend" "redis" "sentinel" "" .Values.extraConfig)) }}
+{{- fail "backend.type=redis needs backend.redis.url, backend.redis.existingSecret, or extraConfig.backend.redis.sentinel" }}
+{{- end }}
+{{- if regexMatch "^rediss?://[^/@]*:[^/@]+@" .Values.backend.redis.url }}
+{{- fail "backend.redis.url contains a password: put the whole URL in a Secret and set backend.redis.existingSecret (it would otherwise be stored in a ConfigMap)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.leaderService.enabled (not .Values.podLabel.enabled) }}
+{{- fail "leaderService.enabled needs podLabel.enabled: the leader Service selects the leader's pod by that label" }}
+{{- end }}
+{{- if and (eq .Values.mode "standalone") .Values.standalone.leaderProcess.command }}
+{{- $needed := include "leaderd.seconds" .Values.standalone.leaderProcess.gracePeriod | float64 }}
+{{- if .Values.hooks.stoppedLeading }}{{ $needed = addf $needed (include "leaderd.seconds" .Values.hooks.timeout | float64) 0.1 }}{{ end }}
+{{- if .Values.podLabel.enabled }}{{ $needed = addf $needed 0.1 }}{{ end }}
+{{- if ge $needed (subf $lease $renew) }}
+{{- fail (printf "standalone.leaderProcess.gracePeriod (%s)%s%s must be shorter than election.leaseDuration − election.renewDeadline (%.3gs): the workload must be stopped before another candidate can lead" .Values.standalone.leaderProcess.gracePeriod (ternary (printf " + hooks.timeout (%s) + 100ms" .Values.hooks.timeout) "" (not (empty .Values.hooks.stoppedLeading))) (ternary " + 100ms (pod label)" "" .Values.podLabel.enabled) (subf $lease $renew)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* leaderd.yaml, in leaderd's own format (config/leaderd.yaml documents it). */}}
+{{- define "leaderd.config" -}}
+{{- $election := dict "name" (include "leaderd.electionName" .) "lease_duration" .Values.election.leaseDuration "renew_deadline" .Values.election.renewDeadline "retry_period" .Values.election.retryPeriod }}
+{{- $backend := dict }}
+{{- if eq .Values.backend.type "kubernetes" }}
+{{- $_ := set $backend "kubernetes" (dict "namespace" (include "leaderd.leaseNamespace" .) "lease_name" (include "leaderd.leaseName" .)) }}
+{{- else }}
+{{- $redis := dict "key_prefix" .Values.backend.redis.keyPrefix }}
+{{- if include "leaderd.renderConfig" . }}
+{{- $_ := set $redis "urls" (list (include "leaderd.urlPlaceholder" .)) }}
+{{- else if .Values.backend.redis.url }}
+{{- $_ := set $redis "urls" (list .Values.backend.redis.url) }}
+{{- end }}
+{{- if .Values.backend.redis.passwordSecret }}
+{{- $_ := set $redis "password_file" "/etc/leaderd-redis-password/password" }}
+{{- end }}
+{{- $_ := set $backend "redis" $redis }}
+{{- end }}
+{{- $config := dict "election" $election "backend" $backend }}
+{{- $_ := set $config "http" (dict "listen" (printf "0.0.0.0:%v" .Values.httpPort)) }}
+{{- $_ := set $config "hooks" (dict "started_leading" .Values.hooks.startedLeading "stopped_leading" .Values.hooks.stoppedLeading "new_leader" .Values.hooks.newLeader "timeout" .Values.hooks.timeout "step_down_on_failure" .Values.hooks.stepDownOnFailure) }}
+{{- if and (eq .Values.mode "standalone") .Values.standalone.leaderProcess.command }}
+{{- $_ := set $config "leader_process" (dict "command" .Values.standalone.leaderProcess.command "grace_period" .Values.standalone.leaderProcess.gracePeriod "on_exit" .Values.standalone.leaderProcess.onExit) }}
+{{- end }}
+{{- if .Values.podLabel.enabled }}
+{{- $_ := set $config "pod_label" (dict "key" .Values.podLabel.key "leader_value" .Values.podLabel.leaderValue "follower_value" .Values.podLabel.followerValue "selector" (include "leaderd.selectorString" .) "annotation" .Values.podLabel.annotation) }}
+{{- end }}
+{{- toYaml (mergeOverwrite $config (deepCopy .Values.extraConfig)) }}
+{{- end }}
+
+{{/* The path of leaderd's binary inside the container. */}}
+{{- define "leaderd.binary" -}}
+{{- if include "leaderd.inject" . }}/opt/leaderd/bin/leaderd{{ else }}leaderd{{ end }}
+{{- end }}
+
+{{- define "leaderd.env" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: LEADERD_CONFIG
+  value: /etc/leaderd/leaderd.yaml
+- name: LEADERD_LOG
+  value: {{ .Values.log.level | quote }}
+- name: LEADERD_LOG_FORMAT
+  value: {{ .Values.log.format | quote }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Init container, only when needed: it copies leaderd's binary into a workload
+image (standalone with standalone.image) and/or writes leaderd.yaml with the
+Redis URL from the Secret into an in-memory volume, then checks the file.
+*/}}
+{{- define "leaderd.sidecar.initContainers" -}}
+{{- include "leaderd.sidecar.initContainers.raw" . | trim }}
+{{- end }}
+
+{{- define "leaderd.sidecar.initContainers.raw" -}}
+{{- if or (include "leaderd.inject" .) (include "leaderd.renderConfig" .) }}
+{{- $script := list "set -euo pipefail" }}
+{{- if include "leaderd.inject" . }}
+{{- $script = append $script "cp /usr/local/bin/leaderd /opt/leaderd/bin/leaderd" }}
+{{- end }}
+{{- if include "leaderd.renderConfig" . }}
+{{- $script = append $script "umask 027" }}
+{{- $script = append $script "url=$(cat /etc/leaderd-redis-url/url)" }}
+{{- $script = append $script (printf "case $url in *'\"'*|*\\\\*|*$'\\n'*) echo \"leaderd-init: the Redis URL in Secret %s, key %s, contains a quote, a backslash or a newline: percent-encode it\" >&2; exit 2;; esac" .Values.backend.redis.existingSecret .Values.backend.redis.existingSecretKey) }}
+{{- $script = append $script "template=$(cat /etc/leaderd-template/leaderd.yaml)" }}
+{{- $script = append $script `quoted="\"$url\""` }}
+{{- $script = append $script (printf "printf '%%s\\n' \"${template//%s/\"$quoted\"}\" > /etc/leaderd/leaderd.yaml" (include "leaderd.urlPlaceholder" .)) }}
+{{- $script = append $script "/usr/local/bin/leaderd check --offline --config /etc/leaderd/leaderd.yaml" }}
+{{- end }}
+- name: leaderd-init
+  image: {{ include "leaderd.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["/bin/bash", "-c"]
+  args:
+    - {{ join "\n" $script | quote }}
+  env:
+    {{- include "leaderd.env" . | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    requests:
+      cpu: 10m
+      memory: 16Mi
+    limits:
+      memory: 64Mi
+  volumeMounts:
+    {{- if include "leaderd.inject" . }}
+    - name: leaderd-bin
+      mountPath: /opt/leaderd/bin
+    {{- end }}
+    {{- if include "leaderd.renderConfig" . }}
+    - name: leaderd-config
+      mountPath: /etc/leaderd
+    - name: leaderd-config-template
+      mountPath: /etc/leaderd-template
+      readOnly: true
+    - name: leaderd-redis-url
+      mountPath: /etc/leaderd-redis-url
+      readOnly: true
+    {{- if include "leaderd.passwordFile" . }}
+    - name: leaderd-redis-password
+      mountPath: /etc/leaderd-redis-password
+      readOnly: true
+    {{- end }}
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The leaderd container (the sidecar; in standalone mode it also runs the workload). */}}
+{{- define "leaderd.sidecar.containers" -}}
+{{- include "leaderd.sidecar.containers.raw" . | trim }}
+{{- end }}
+
+{{- define "leaderd.sidecar.containers.raw" -}}
+{{- $standalone := eq .Values.mode "standalone" }}
+- name: leaderd
+  {{- if and $standalone .Values.standalone.image.repository }}
+  image: {{ printf "%s:%s" .Values.standalone.image.repository (required "standalone.image.tag is required with standalone.image.repository" .Values.standalone.image.tag) }}
+  imagePullPolicy: {{ .Values.standalone.image.pullPolicy }}
+  command: [{{ include "leaderd.binary" . | quote }}, "run"]
+  {{- else }}
+  image: {{ include "leaderd.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["/usr/local/bin/leaderd", "run"]
+  {{- end }}
+  env:
+    {{- include "leaderd.env" . | nindent 4 }}
+  ports:
+    - name: leaderd-http
+      containerPort: {{ .Values.httpPort }}
+      protocol: TCP
+    {{- if $standalone }}
+    {{- with .Values.standalone.ports }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    {{- end }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: leaderd-http
+    {{- toYaml .Values.livenessProbe | nindent 4 }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: leaderd-http
+    {{- toYaml .Values.readinessProbe | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml .Values.resources | nindent 4 }}
+  volumeMounts:
+    - name: leaderd-config
+      mountPath: /etc/leaderd
+      readOnly: true
+    - name: leaderd-tmp
+      mountPath: /tmp
+    {{- if include "leaderd.inject" . }}
+    - name: leaderd-bin
+      mountPath: /opt/leaderd/bin
+      readOnly: true
+    {{- end }}
+    {{- if include "leaderd.passwordFile" . }}
+    - name: leaderd-redis-password
+      mountPath: /etc/leaderd-redis-password
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{- define "leaderd.sidecar.volumes" -}}
+{{- include "leaderd.sidecar.volumes.raw" . | trim }}
+{{- end }}
+
+{{- define "leaderd.sidecar.volumes.raw" -}}
+{{- if include "leaderd.renderConfig" . }}
+- name: leaderd-config
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+- name: leaderd-config-template
+  configMap:
+    name: {{ include "leaderd.fullname" . }}
+- name: leaderd-redis-url
+  secret:
+    secretName: {{ .Values.backend.redis.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.backend.redis.existingSecretKey }}
+        path: url
+{{- else }}
+- name: leaderd-config
+  configMap:
+    name: {{ include "leaderd.fullname" . }}
+{{- end }}
+{{- if include "leaderd.passwordFile" . }}
+- name: leaderd-redis-password
+  secret:
+    secretName: {{ .Values.backend.redis.passwordSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.backend.redis.passwordSecretKey }}
+        path: password
+{{- end }}
+- name: leaderd-tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if include "leaderd.inject" . }}
+- name: leaderd-bin
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+{{- end }}
+
+{{/* Pod template annotation that rolls the pods when the configuration changes. */}}
+{{- define "leaderd.sidecar.podAnnotations" -}}
+checksum/leaderd-config: {{ include "leaderd.config" . | sha256sum }}
+{{- end }}
+
+{{- define "leaderd.sidecar.serviceAccountName" -}}
+{{ include "leaderd.serviceAccountName" . }}
+{{- end }}
+
+{{/* The pieces of a pod spec to add to your workload, as one YAML block
+(printed by NOTES.txt in sidecar mode). */}}
+{{- define "leaderd.sidecar.podSpec" -}}
+metadata:
+  annotations:
+    {{- include "leaderd.sidecar.podAnnotations" . | nindent 4 }}
+spec:
+  serviceAccountName: {{ include "leaderd.serviceAccountName" . }}
+  {{- if or .Values.podLabel.enabled (eq .Values.backend.type "kubernetes") }}
+  automountServiceAccountToken: true
+  {{- end }}
+  terminationGracePeriodSeconds: {{ include "leaderd.terminationGracePeriodSeconds" . }}
+  {{- with (include "leaderd.sidecar.initContainers" .) }}
+  initContainers:
+    {{- . | nindent 4 }}
+  {{- end }}
+  containers:
+    {{- include "leaderd.sidecar.containers" . | nindent 4 }}
+  volumes:
+    {{- include "leaderd.sidecar.volumes" . | nindent 4 }}
+{{- end }}
+
+{{/* The RBAC rules of the Kubernetes Lease backend. */}}
+{{- define "leaderd.leaseRules" -}}
+# Kubernetes Lease backend: the first candidate creates the Lease (create
+# cannot be limited to a name); everything else only on this Lease (watch
+# and list use a metadata.name field selector).
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "leaderd.leaseName" . | quote }}]
+  verbs: ["get", "list", "watch", "update"]
+{{- end }}

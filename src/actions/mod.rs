@@ -201,19 +201,12 @@ impl Runner {
                     (true, Some(token)) => {
                         let loss = lost(self.state.clone(), token);
                         tokio::select! {
-                            _ = hooks::run(&argv, &event, &self.context, self.hooks.timeout, &self.metrics) => {}
+                            _ = self.run_hook(&argv, &event) => {}
                             () = loss => {}
                         }
                     }
                     _ => {
-                        hooks::run(
-                            &argv,
-                            &event,
-                            &self.context,
-                            self.hooks.timeout,
-                            &self.metrics,
-                        )
-                        .await;
+                        self.run_hook(&argv, &event).await;
                     }
                 }
             }
@@ -244,7 +237,7 @@ impl Runner {
         if !self.hooks.started_leading.is_empty() {
             let argv = self.hooks.started_leading.clone();
             let result = tokio::select! {
-                result = hooks::run(&argv, &event, &self.context, self.hooks.timeout, &self.metrics) => result,
+                result = self.run_hook(&argv, &event) => result,
                 () = &mut loss => return,
             };
             if result != hooks::HookResult::Ok && self.hooks.step_down_on_failure {
@@ -259,6 +252,17 @@ impl Runner {
             }
         }
         self.start_process();
+    }
+
+    async fn run_hook(&self, argv: &[String], event: &Event) -> hooks::HookResult {
+        hooks::run(
+            argv,
+            event,
+            &self.context,
+            self.hooks.timeout,
+            &self.metrics,
+        )
+        .await
     }
 
     fn start_process(&mut self) {
@@ -295,14 +299,7 @@ impl Runner {
         }
         if !self.hooks.stopped_leading.is_empty() {
             let argv = self.hooks.stopped_leading.clone();
-            hooks::run(
-                &argv,
-                &event,
-                &self.context,
-                self.hooks.timeout,
-                &self.metrics,
-            )
-            .await;
+            self.run_hook(&argv, &event).await;
         }
         self.busy_term = None;
         self.term_event = None;

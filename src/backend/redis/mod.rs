@@ -127,9 +127,6 @@ impl RedisBackend {
     /// Undoes grants that did not add up to a majority, on every server
     /// that gave one, without announcing anything (they were never a term).
     async fn undo(&self, grants: &[(usize, String, u64)], deadline: Instant) {
-        // The attempt's own deadline may be spent (that may be why we undo):
-        // an orphaned grant would block every candidate for a whole lease.
-        let deadline = deadline.max(Instant::now() + self.node_timeout);
         join_all(
             grants
                 .iter()
@@ -160,6 +157,16 @@ impl Backend for RedisBackend {
         live_holder: Option<&Holder>,
         deadline: Instant,
     ) -> Result<Acquire, BackendError> {
+        // Keep a quarter of the time for undoing grants that do not make a
+        // term: the caller cancels us at `deadline`, and an orphaned grant
+        // would block every candidate for a whole lease.
+        let now = Instant::now();
+        let work_deadline = now + deadline.saturating_duration_since(now) * 3 / 4;
+        if self.follows_failover {
+            // A follower still connected to a demoted master must not take
+            // the lease there: ask the Sentinels first.
+            self.nodes[0].connection().refresh(work_deadline).await?;
+        }
         let term_id = random_term_id();
         let acquired_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let args = AcquireArgs {
@@ -172,9 +179,11 @@ impl Backend for RedisBackend {
                 .saturating_add(1),
             acquired_at: &acquired_at,
             guard: live_holder.and_then(|h| h.fencing_token).unwrap_or(0),
-            announce: !self.quorum_mode(),
+            // With replicas to wait for, the term is announced only once
+            // they have it.
+            announce: !self.quorum_mode() && self.min_replica_acks == 0,
         };
-        let node_deadline = self.node_deadline(deadline);
+        let node_deadline = self.node_deadline(work_deadline);
         let answers = join_all(
             self.nodes
                 .iter()
@@ -206,15 +215,18 @@ impl Backend for RedisBackend {
         if grants.len() >= self.majority() {
             if !self.quorum_mode() {
                 let node = &self.nodes[0];
-                if let Err(err) = node.replicated(self.min_replica_acks, deadline).await {
+                let (_, value, token) = grants[0].clone();
+                if let Err(err) = node.replicated(self.min_replica_acks, work_deadline).await {
                     self.undo(&grants, deadline).await;
                     return Err(err);
                 }
+                if self.min_replica_acks > 0 {
+                    node.announce(token, work_deadline).await;
+                }
                 if self.follows_failover {
-                    let master = node.connection().address(deadline).await?;
+                    let master = node.connection().address(work_deadline).await?;
                     *lock(&self.term_master) = Some((term_id.clone(), master));
                 }
-                let (_, value, token) = grants.remove(0);
                 return Ok(Acquire::Acquired(Term {
                     id: term_id,
                     fencing_token: token,
@@ -222,7 +234,7 @@ impl Backend for RedisBackend {
                 }));
             }
             if let Some(term) = self
-                .seal(identity, &term_id, &acquired_at, &grants, deadline)
+                .seal(identity, &term_id, &acquired_at, &grants, work_deadline)
                 .await
             {
                 return Ok(Acquire::Acquired(term));

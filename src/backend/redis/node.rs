@@ -88,14 +88,33 @@ impl Node {
         &self.connection
     }
 
+    /// Tells waiting candidates that a term began (when the acquire script
+    /// could not, because replicas had to confirm it first). Best effort.
+    pub async fn announce(&self, token: u64, deadline: Instant) {
+        let published: Result<i64, _> = self
+            .connection
+            .run(deadline, |mut conn| async move {
+                redis::cmd("PUBLISH")
+                    .arg(&self.keys.channel)
+                    .arg(format!("acquired {token}"))
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        if let Err(err) = published {
+            tracing::debug!(%err, "could not announce the new term");
+        }
+    }
+
     /// `WAIT`s until `replicas` replicas have our writes so far; fewer by
     /// the deadline is an error (the write could be lost in a failover).
     pub async fn replicated(&self, replicas: u32, deadline: Instant) -> Result<(), BackendError> {
         if replicas == 0 {
             return Ok(());
         }
-        let wait_ms = deadline
-            .saturating_duration_since(Instant::now())
+        // Leave time to read the answer before the deadline, so a short
+        // count is reported as such rather than as a timeout.
+        let wait_ms = (deadline.saturating_duration_since(Instant::now()) * 3 / 4)
             .as_millis()
             .max(1);
         let wait_ms = u64::try_from(wait_ms).unwrap_or(u64::MAX);

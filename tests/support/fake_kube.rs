@@ -1,4 +1,5 @@
-//! A fake Kubernetes API server (core/v1 Pods only) for leaderd's tests.
+//! A fake Kubernetes API server (core/v1 Pods and coordination.k8s.io/v1
+//! Leases) for leaderd's tests.
 //!
 //! It runs an axum server on 127.0.0.1:0 on its own thread with its own tokio
 //! runtime, so synchronous tests can use it. Objects are kept as
@@ -15,17 +16,51 @@
 //! - `GET /api/v1/namespaces/{ns}/pods?labelSelector=...`: a `PodList`
 //!   (selectors `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a)`,
 //!   comma-separated conjunctions).
+//! - Leases, under `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases`:
+//!   - `GET .../leases/{name}`: the Lease, or 404 with a `Status`.
+//!   - `POST .../leases`: create (201); 409 `AlreadyExists` if the name is
+//!     taken; 500 if the body carries a `metadata.resourceVersion` (as etcd
+//!     storage answers); 422 without a name.
+//!   - `PUT .../leases/{name}`: replace, a compare-and-swap on
+//!     `metadata.resourceVersion`: 409 `Conflict` if it is missing (Leases do
+//!     not allow unconditional updates) or not the current one; 404 if the
+//!     Lease does not exist (no create on update).
+//!   - `DELETE .../leases/{name}` (no `DeleteOptions`): a `Status` Success.
+//!   - `GET .../leases?fieldSelector=metadata.name%3DX`: a `LeaseList`
+//!     (field selectors on `metadata.name` / `metadata.namespace` with `=`,
+//!     `==`, `!=`; other fields 400 like the real server; label selectors as
+//!     for Pods); with `watch=true`, a chunked stream of newline-delimited
+//!     `WatchEvent`s `{"type":"ADDED|MODIFIED|DELETED","object":{...}}`:
+//!     the current objects as `ADDED` first when `resourceVersion` is `0` or
+//!     omitted, else every change after that version; the stream ends after
+//!     `timeoutSeconds` (or [`FakeKube::end_watches`]).
+//!   - Bodies are decoded as the API server decodes them: `spec` integers
+//!     must be JSON integers (int32), `acquireTime` / `renewTime` MicroTimes
+//!     in Go's `RFC3339Micro` (exactly six fractional digits, `Z` or an
+//!     offset; stored in UTC), unknown `spec` fields dropped (400 on a type
+//!     error); then validated (422: `leaseDurationSeconds` > 0,
+//!     `leaseTransitions` >= 0).
+//!   - Every write bumps `metadata.resourceVersion` (one counter shared with
+//!     Pods, like etcd's revision) and is kept in [`FakeKube::lease_writes`].
+//!   - A test writes a Lease as another client would (a client-go candidate)
+//!     with [`FakeKube::put_lease`] / [`FakeKube::edit_lease`]; watchers see
+//!     it like any other write.
 //! - 403 Forbidden, worded like the real API server, for a verb the test
-//!   switches off with [`FakeKube::forbid`].
+//!   switches off with [`FakeKube::forbid`] (Pods) or
+//!   [`FakeKube::forbid_lease`] (Leases: `get`, `list`, `watch`, `create`,
+//!   `update`, `delete`).
+//! - Latency injected before any request is handled: [`FakeKube::set_latency`]
+//!   (every request) or [`FakeKube::set_latency_for`] (one verb).
 //! - Any other path: logged and answered 404 with a `Status`, so an
 //!   unexpected request is visible in [`FakeKube::requests`].
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -35,6 +70,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
 
 /// One request as seen by the fake, with the status it answered.
 #[derive(Debug, Clone)]
@@ -58,6 +94,55 @@ pub struct Write {
     pub labels: BTreeMap<String, String>,
 }
 
+/// One successful write of a Lease, by a client or by the test.
+#[derive(Debug, Clone)]
+pub struct LeaseWrite {
+    pub at: Instant,
+    /// Wall-clock time of the write.
+    pub wall: SystemTime,
+    pub namespace: String,
+    pub name: String,
+    /// `create`, `update` or `delete` (an API request), or `test` (written
+    /// by the test with [`FakeKube::put_lease`] / [`FakeKube::edit_lease`]).
+    pub verb: &'static str,
+    pub resource_version: String,
+    /// The Lease's `spec` right after the write (`null` after a delete).
+    pub spec: Value,
+}
+
+impl LeaseWrite {
+    pub fn by_test(&self) -> bool {
+        self.verb == "test"
+    }
+
+    /// `spec.holderIdentity` ("" when unset).
+    pub fn holder(&self) -> &str {
+        self.spec["holderIdentity"].as_str().unwrap_or_default()
+    }
+
+    pub fn transitions(&self) -> Option<i64> {
+        self.spec["leaseTransitions"].as_i64()
+    }
+
+    pub fn duration_seconds(&self) -> Option<i64> {
+        self.spec["leaseDurationSeconds"].as_i64()
+    }
+
+    pub fn renew_time(&self) -> Option<&str> {
+        self.spec["renewTime"].as_str()
+    }
+}
+
+/// One change of a Lease, as a watch reports it.
+#[derive(Debug, Clone)]
+struct LeaseEvent {
+    rv: u64,
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    object: Value,
+}
+
 #[derive(Default)]
 struct Inner {
     pods: BTreeMap<(String, String), Value>,
@@ -66,6 +151,17 @@ struct Inner {
     user: Option<String>,
     requests: Vec<Logged>,
     writes: Vec<Write>,
+    leases: BTreeMap<(String, String), Value>,
+    lease_forbidden: HashSet<String>,
+    lease_writes: Vec<LeaseWrite>,
+    lease_events: Vec<LeaseEvent>,
+    /// Woken on every Lease change and by [`FakeKube::end_watches`].
+    lease_changed: Arc<Notify>,
+    /// Bumped by [`FakeKube::end_watches`]: older watch streams end.
+    watch_epoch: u64,
+    open_watches: usize,
+    latency: Duration,
+    verb_latency: HashMap<String, Duration>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -86,6 +182,19 @@ impl FakeKube {
             .route(
                 "/api/v1/namespaces/{ns}/pods/{name}",
                 get(get_pod).patch(patch_pod).fallback(method_not_allowed),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+                get(list_or_watch_leases)
+                    .post(create_lease)
+                    .fallback(lease_method_not_allowed),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+                get(get_lease)
+                    .put(update_lease)
+                    .delete(delete_lease)
+                    .fallback(lease_method_not_allowed),
             )
             .fallback(unknown_path)
             .layer(middleware::from_fn_with_state(inner.clone(), log_request))
@@ -220,6 +329,139 @@ impl FakeKube {
     }
 }
 
+impl FakeKube {
+    // -----------------------------------------------------------------
+    // Leases
+    // -----------------------------------------------------------------
+
+    /// The Lease object, if it exists.
+    pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
+        self.lock().leases.get(&(ns.into(), name.into())).cloned()
+    }
+
+    /// The Lease's `spec`, if the Lease exists.
+    pub fn lease_spec(&self, ns: &str, name: &str) -> Option<Value> {
+        self.lease(ns, name).map(|l| l["spec"].clone())
+    }
+
+    /// `spec.holderIdentity` of the Lease (`None` if absent, unset or "").
+    pub fn lease_holder(&self, ns: &str, name: &str) -> Option<String> {
+        self.lease_spec(ns, name)
+            .and_then(|s| s["holderIdentity"].as_str().map(str::to_string))
+            .filter(|h| !h.is_empty())
+    }
+
+    /// Writes the Lease's `spec` as another client would (a client-go
+    /// candidate doing a successful update, or a create if it is absent):
+    /// the spec is decoded and validated like a request body (a spec the
+    /// API server would refuse panics), the resourceVersion is bumped and
+    /// watchers are told. Returns the new resourceVersion.
+    pub fn put_lease(&self, ns: &str, name: &str, spec: Value) -> String {
+        let spec = decode_lease_spec(&spec)
+            .and_then(|spec| validate_lease_spec(&spec).map(|()| spec))
+            .unwrap_or_else(|e| panic!("put_lease {ns}/{name}: invalid spec: {e}"));
+        let mut s = self.lock();
+        let object = match s.leases.get(&(ns.into(), name.into())) {
+            Some(current) => {
+                let mut next = current.clone();
+                next["spec"] = spec;
+                next
+            }
+            None => new_lease(ns, name, Map::new(), spec),
+        };
+        s.commit_lease(ns, name, object, "test")["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Changes an existing Lease in place (e.g. an annotation, so that its
+    /// resourceVersion moves behind its holder's back), as another client's
+    /// successful update would. Returns the new resourceVersion.
+    pub fn edit_lease(&self, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -> String {
+        let mut s = self.lock();
+        let mut object = s
+            .leases
+            .get(&(ns.into(), name.into()))
+            .cloned()
+            .unwrap_or_else(|| panic!("edit_lease: no lease {ns}/{name}"));
+        f(&mut object);
+        s.commit_lease(ns, name, object, "test")["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Deletes the Lease as another client would; whether it existed.
+    pub fn remove_lease(&self, ns: &str, name: &str) -> bool {
+        self.lock().delete_lease(ns, name, "test").is_some()
+    }
+
+    /// Every successful Lease write so far, in order (clients' and the
+    /// test's).
+    pub fn lease_writes(&self) -> Vec<LeaseWrite> {
+        self.lock().lease_writes.clone()
+    }
+
+    /// Makes a Lease `verb` (`get`, `list`, `watch`, `create`, `update`,
+    /// `delete`) answer 403 (`true`) or work again.
+    pub fn forbid_lease(&self, verb: &str, on: bool) {
+        let mut s = self.lock();
+        if on {
+            s.lease_forbidden.insert(verb.to_string());
+        } else {
+            s.lease_forbidden.remove(verb);
+        }
+    }
+
+    /// Delays every request (Pods and Leases, watches included) by `delay`
+    /// before it is handled; `Duration::ZERO` switches it off. Requests
+    /// already waiting keep their delay.
+    pub fn set_latency(&self, delay: Duration) {
+        self.lock().latency = delay;
+    }
+
+    /// Delays the requests of one verb (`get`, `list`, `watch`, `create`,
+    /// `update`, `patch`, `delete`); overrides [`FakeKube::set_latency`]
+    /// for that verb. `Duration::ZERO` removes the override.
+    pub fn set_latency_for(&self, verb: &str, delay: Duration) {
+        let mut s = self.lock();
+        if delay.is_zero() {
+            s.verb_latency.remove(verb);
+        } else {
+            s.verb_latency.insert(verb.to_string(), delay);
+        }
+    }
+
+    /// Ends every open watch stream (as an API server restart or a watch
+    /// timeout would); clients must watch again.
+    pub fn end_watches(&self) {
+        let mut s = self.lock();
+        s.watch_epoch += 1;
+        s.lease_changed.notify_waiters();
+    }
+
+    /// Watch streams currently open.
+    pub fn open_watches(&self) -> usize {
+        self.lock().open_watches
+    }
+
+    /// The Lease write log, one line per write, for failure messages.
+    pub fn dump_lease_writes(&self) -> String {
+        let start = self.lock().lease_writes.first().map(|w| w.at);
+        self.lease_writes()
+            .iter()
+            .map(|w| {
+                let t = start.map_or(0, |s| w.at.duration_since(s).as_millis());
+                format!(
+                    "+{t}ms {} {}/{} rv={} {}\n",
+                    w.verb, w.namespace, w.name, w.resource_version, w.spec
+                )
+            })
+            .collect()
+    }
+}
+
 impl Drop for FakeKube {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -253,15 +495,103 @@ impl Inner {
         if !self.forbidden.contains(verb) {
             return None;
         }
+        Some(self.forbidden_status(&PODS, verb, ns, name))
+    }
+
+    /// The same for a Lease verb switched off with [`FakeKube::forbid_lease`].
+    fn lease_refusal(&self, verb: &str, ns: &str, name: Option<&str>) -> Option<Response> {
+        if !self.lease_forbidden.contains(verb) {
+            return None;
+        }
+        Some(self.forbidden_status(&LEASES, verb, ns, name))
+    }
+
+    fn forbidden_status(
+        &self,
+        res: &Resource,
+        verb: &str,
+        ns: &str,
+        name: Option<&str>,
+    ) -> Response {
         let user = self
             .user
             .clone()
             .unwrap_or_else(|| format!("system:serviceaccount:{ns}:leaderd"));
-        let subject = name.map_or("pods".to_string(), |n| format!("pods \"{n}\""));
+        let qualified = res.qualified();
+        let subject = name.map_or(qualified.clone(), |n| format!("{qualified} \"{n}\""));
         let msg = format!(
-            "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"pods\" in API group \"\" in the namespace \"{ns}\""
+            "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" in the namespace \"{ns}\"",
+            res.plural, res.group
         );
-        Some(status(StatusCode::FORBIDDEN, "Forbidden", &msg, name))
+        res.status(StatusCode::FORBIDDEN, "Forbidden", &msg, name)
+    }
+
+    fn latency_for(&self, verb: &str) -> Duration {
+        self.verb_latency.get(verb).copied().unwrap_or(self.latency)
+    }
+
+    /// Stores `object` as the Lease `ns/name` with a new resourceVersion,
+    /// records the write and tells the watchers. Returns the stored object.
+    fn commit_lease(
+        &mut self,
+        ns: &str,
+        name: &str,
+        mut object: Value,
+        verb: &'static str,
+    ) -> Value {
+        let rv = self.bump();
+        object["metadata"]["resourceVersion"] = json!(rv);
+        let key = (ns.to_string(), name.to_string());
+        let kind = if self.leases.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.leases.insert(key, object.clone());
+        self.record_lease_change(ns, name, verb, kind, &object);
+        object
+    }
+
+    /// Removes the Lease `ns/name`; the deleted object, with the
+    /// resourceVersion of the deletion, if it existed.
+    fn delete_lease(&mut self, ns: &str, name: &str, verb: &'static str) -> Option<Value> {
+        let mut object = self.leases.remove(&(ns.to_string(), name.to_string()))?;
+        let rv = self.bump();
+        object["metadata"]["resourceVersion"] = json!(rv);
+        self.record_lease_change(ns, name, verb, "DELETED", &object);
+        Some(object)
+    }
+
+    fn record_lease_change(
+        &mut self,
+        ns: &str,
+        name: &str,
+        verb: &'static str,
+        kind: &'static str,
+        object: &Value,
+    ) {
+        let rv = self.resource_version;
+        self.lease_writes.push(LeaseWrite {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+            namespace: ns.into(),
+            name: name.into(),
+            verb,
+            resource_version: rv.to_string(),
+            spec: if kind == "DELETED" {
+                Value::Null
+            } else {
+                object["spec"].clone()
+            },
+        });
+        self.lease_events.push(LeaseEvent {
+            rv,
+            kind,
+            namespace: ns.into(),
+            name: name.into(),
+            object: object.clone(),
+        });
+        self.lease_changed.notify_waiters();
     }
 }
 
@@ -275,18 +605,59 @@ fn string_map(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// A `Status` response like the real API server's.
-fn status(code: StatusCode, reason: &str, message: &str, name: Option<&str>) -> Response {
-    let mut details = json!({"kind": "pods"});
-    if let Some(n) = name {
-        details["name"] = json!(n);
+/// An API resource, for wording `Status` answers like the real server.
+struct Resource {
+    group: &'static str,
+    plural: &'static str,
+}
+
+const PODS: Resource = Resource {
+    group: "",
+    plural: "pods",
+};
+
+const LEASES: Resource = Resource {
+    group: "coordination.k8s.io",
+    plural: "leases",
+};
+
+impl Resource {
+    /// `pods`, `leases.coordination.k8s.io`: how messages name the resource.
+    fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": message, "reason": reason,
-        "details": details, "code": code.as_u16(),
-    });
-    (code, axum::Json(body)).into_response()
+
+    /// A failure `Status` response about this resource.
+    fn status(
+        &self,
+        code: StatusCode,
+        reason: &str,
+        message: &str,
+        name: Option<&str>,
+    ) -> Response {
+        let mut details = json!({"kind": self.plural});
+        if !self.group.is_empty() {
+            details["group"] = json!(self.group);
+        }
+        if let Some(n) = name {
+            details["name"] = json!(n);
+        }
+        let body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason,
+            "details": details, "code": code.as_u16(),
+        });
+        (code, axum::Json(body)).into_response()
+    }
+}
+
+/// A `Status` response like the real API server's (about pods).
+fn status(code: StatusCode, reason: &str, message: &str, name: Option<&str>) -> Response {
+    PODS.status(code, reason, message, name)
 }
 
 fn not_found(name: &str) -> Response {
@@ -313,6 +684,19 @@ async fn log_request(State(s): State<Shared>, req: Request, next: Next) -> Respo
         body: String::from_utf8_lossy(&bytes).into_owned(),
         status: 0,
     };
+    let delay = s
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .latency_for(verb_of(&parts.method, &parts.uri));
+    if !delay.is_zero() {
+        // A client that gives up meanwhile drops this future: logged as 499.
+        let mut gave_up = GaveUp {
+            shared: s.clone(),
+            entry: Some(entry.clone()),
+        };
+        tokio::time::sleep(delay).await;
+        gave_up.entry = None;
+    }
     let resp = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -322,6 +706,46 @@ async fn log_request(State(s): State<Shared>, req: Request, next: Next) -> Respo
         .requests
         .push(entry);
     resp
+}
+
+/// Logs a delayed request with status 499 if its client went away.
+struct GaveUp {
+    shared: Shared,
+    entry: Option<Logged>,
+}
+
+impl Drop for GaveUp {
+    fn drop(&mut self) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.status = 499;
+            self.shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .requests
+                .push(entry);
+        }
+    }
+}
+
+/// The RBAC verb of a request, as the API server's authorizer names it.
+fn verb_of(method: &Method, uri: &Uri) -> &'static str {
+    let watch = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let path = uri.path();
+    let collection = path.ends_with("/pods") || path.ends_with("/leases");
+    match *method {
+        Method::GET if watch => "watch",
+        Method::GET if collection => "list",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
 }
 
 async fn unknown_path(method: Method, uri: Uri) -> Response {
@@ -556,4 +980,582 @@ fn parse_selector(sel: &str) -> Result<Vec<Term>, String> {
         terms.push(term);
     }
     Ok(terms)
+}
+
+// ---------------------------------------------------------------------------
+// Leases (coordination.k8s.io/v1)
+// ---------------------------------------------------------------------------
+
+/// A new Lease object with server-set metadata (no resourceVersion yet).
+fn new_lease(ns: &str, name: &str, client_meta: Map<String, Value>, spec: Value) -> Value {
+    let mut meta = client_meta;
+    for server_set in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+        "selfLink",
+        "generation",
+    ] {
+        meta.remove(server_set);
+    }
+    meta.insert("name".into(), json!(name));
+    meta.insert("namespace".into(), json!(ns));
+    meta.insert("uid".into(), json!(format!("uid-lease-{ns}-{name}")));
+    meta.insert(
+        "creationTimestamp".into(),
+        json!(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
+    );
+    json!({
+        "kind": "Lease",
+        "apiVersion": "coordination.k8s.io/v1",
+        "metadata": meta,
+        "spec": spec,
+    })
+}
+
+/// Formats a time as a Kubernetes MicroTime (Go's `RFC3339Micro` in UTC,
+/// as client-go writes `acquireTime` / `renewTime`):
+/// `2026-11-26T15:04:05.123456Z`.
+pub fn micro_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// Parses a MicroTime as the API server and client-go do (Go's
+/// `time.Parse("2006-01-02T15:04:05.000000Z07:00", s)`): exactly six
+/// fractional digits, then `Z` or `±hh:mm`.
+pub fn parse_micro_time(s: &str) -> Result<SystemTime, String> {
+    let err =
+        || format!("parsing time {s:?} as \"2006-01-02T15:04:05.000000Z07:00\": cannot parse");
+    let b = s.as_bytes();
+    if b.len() < 27 || !b.is_ascii() {
+        return Err(err());
+    }
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    let shape = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..26);
+    if !shape {
+        return Err(err());
+    }
+    let zone = &s[26..];
+    let offset_secs: i64 = if zone == "Z" {
+        0
+    } else {
+        let z = zone.as_bytes();
+        if z.len() != 6 || !(z[0] == b'+' || z[0] == b'-') || z[3] != b':' {
+            return Err(err());
+        }
+        let hh: i64 = zone[1..3].parse().map_err(|_| err())?;
+        let mm: i64 = zone[4..6].parse().map_err(|_| err())?;
+        if hh > 24 || mm > 59 {
+            return Err(err());
+        }
+        let sign = if z[0] == b'-' { -1 } else { 1 };
+        sign * (hh * 3600 + mm * 60)
+    };
+    let local = humantime::parse_rfc3339(&format!("{}Z", &s[..26])).map_err(|_| err())?;
+    let shift = Duration::from_secs(offset_secs.unsigned_abs());
+    let utc = if offset_secs >= 0 {
+        local.checked_sub(shift)
+    } else {
+        local.checked_add(shift)
+    };
+    utc.ok_or_else(err)
+}
+
+/// Decodes a Lease `spec` as the API server's JSON decoder does: known
+/// fields only (unknown ones dropped), `null` as unset, int32 integers,
+/// strings, MicroTimes normalised to UTC. `Err` is a 400 message.
+fn decode_lease_spec(raw: &Value) -> Result<Value, String> {
+    let field = |f: &str, go_type: &str, v: &Value| {
+        format!(
+            "json: cannot unmarshal {v} into Go struct field LeaseSpec.spec.{f} of type {go_type}"
+        )
+    };
+    let raw = match raw {
+        Value::Null => return Ok(json!({})),
+        Value::Object(m) => m,
+        other => {
+            return Err(format!(
+                "json: cannot unmarshal {other} into Go struct field Lease.spec of type v1.LeaseSpec"
+            ));
+        }
+    };
+    let mut spec = Map::new();
+    for (k, v) in raw {
+        if v.is_null() {
+            continue;
+        }
+        let decoded = match k.as_str() {
+            "holderIdentity" | "preferredHolder" | "strategy" => {
+                if !v.is_string() {
+                    return Err(field(k, "string", v));
+                }
+                v.clone()
+            }
+            "leaseDurationSeconds" | "leaseTransitions" => {
+                // An integer literal within int32 (2.0 or 1.5 are refused).
+                match v.as_i64().filter(|_| !v.is_f64()).map(i32::try_from) {
+                    Some(Ok(n)) => json!(n),
+                    _ => return Err(field(k, "int32", v)),
+                }
+            }
+            "acquireTime" | "renewTime" => {
+                let text = v.as_str().ok_or_else(|| field(k, "v1.MicroTime", v))?;
+                json!(micro_time(parse_micro_time(text)?))
+            }
+            _ => continue,
+        };
+        spec.insert(k.clone(), decoded);
+    }
+    Ok(Value::Object(spec))
+}
+
+/// The API server's validation of a decoded spec; `Err` is the field error
+/// of a 422.
+fn validate_lease_spec(spec: &Value) -> Result<(), String> {
+    if let Some(n) = spec["leaseDurationSeconds"].as_i64()
+        && n <= 0
+    {
+        return Err(format!(
+            "spec.leaseDurationSeconds: Invalid value: {n}: must be greater than 0"
+        ));
+    }
+    if let Some(n) = spec["leaseTransitions"].as_i64()
+        && n < 0
+    {
+        return Err(format!(
+            "spec.leaseTransitions: Invalid value: {n}: must be greater than or equal to 0"
+        ));
+    }
+    Ok(())
+}
+
+/// A Lease request body, decoded: its metadata map and decoded spec, or the
+/// message of the 400 to answer.
+fn decode_lease(body: &Bytes, ns: &str) -> Result<(Map<String, Value>, Value), String> {
+    let object = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => o,
+        Ok(other) => {
+            return Err(format!(
+                "json: cannot unmarshal {other} into Go value of type v1.Lease"
+            ));
+        }
+        Err(e) => return Err(format!("invalid JSON in request body: {e}")),
+    };
+    if let Some(v) = object.get("apiVersion").and_then(Value::as_str)
+        && v != "coordination.k8s.io/v1"
+    {
+        return Err(format!(
+            "the API version in the data ({v}) does not match the expected API version (coordination.k8s.io/v1)"
+        ));
+    }
+    if let Some(k) = object.get("kind").and_then(Value::as_str)
+        && k != "Lease"
+    {
+        return Err(format!(
+            "the kind in the data ({k}) does not match the expected kind (Lease)"
+        ));
+    }
+    let meta = match object.get("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(other) => {
+            return Err(format!(
+                "json: cannot unmarshal {other} into Go struct field Lease.metadata of type v1.ObjectMeta"
+            ));
+        }
+    };
+    if let Some(obj_ns) = meta.get("namespace").and_then(Value::as_str)
+        && !obj_ns.is_empty()
+        && obj_ns != ns
+    {
+        return Err(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
+        );
+    }
+    let spec = decode_lease_spec(object.get("spec").unwrap_or(&Value::Null))?;
+    Ok((meta, spec))
+}
+
+fn lease_not_found(name: &str) -> Response {
+    let msg = format!("leases.coordination.k8s.io \"{name}\" not found");
+    LEASES.status(StatusCode::NOT_FOUND, "NotFound", &msg, Some(name))
+}
+
+fn lease_invalid(name: &str, field_error: &str) -> Response {
+    let msg = format!("Lease.coordination.k8s.io \"{name}\" is invalid: {field_error}");
+    LEASES.status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        &msg,
+        Some(name),
+    )
+}
+
+fn lease_conflict(name: &str, why: &str) -> Response {
+    let msg =
+        format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": {why}");
+    LEASES.status(StatusCode::CONFLICT, "Conflict", &msg, Some(name))
+}
+
+async fn lease_method_not_allowed(method: Method) -> Response {
+    let msg = format!("{method} is not supported by this fake (leases: GET, POST, PUT, DELETE)");
+    LEASES.status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        &msg,
+        None,
+    )
+}
+
+async fn get_lease(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
+    let s = s.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = s.lease_refusal("get", &ns, Some(&name)) {
+        return r;
+    }
+    match s.leases.get(&(ns, name.clone())) {
+        Some(lease) => axum::Json(lease.clone()).into_response(),
+        None => lease_not_found(&name),
+    }
+}
+
+async fn create_lease(State(s): State<Shared>, Path(ns): Path<String>, body: Bytes) -> Response {
+    let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = s.lease_refusal("create", &ns, None) {
+        return r;
+    }
+    let (meta, spec) = match decode_lease(&body, &ns) {
+        Ok(decoded) => decoded,
+        Err(e) => return LEASES.status(StatusCode::BAD_REQUEST, "BadRequest", &e, None),
+    };
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        return LEASES.status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "Lease.coordination.k8s.io \"\" is invalid: metadata.name: Required value: name or generateName is required",
+            None,
+        );
+    }
+    if let Err(e) = validate_lease_spec(&spec) {
+        return lease_invalid(&name, &e);
+    }
+    if meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|rv| !rv.is_empty())
+    {
+        return LEASES.status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "Internal error occurred: resourceVersion should not be set on objects to be created",
+            Some(&name),
+        );
+    }
+    if s.leases.contains_key(&(ns.clone(), name.clone())) {
+        let msg = format!("leases.coordination.k8s.io \"{name}\" already exists");
+        return LEASES.status(StatusCode::CONFLICT, "AlreadyExists", &msg, Some(&name));
+    }
+    let object = new_lease(&ns, &name, meta, spec);
+    let stored = s.commit_lease(&ns, &name, object, "create");
+    (StatusCode::CREATED, axum::Json(stored)).into_response()
+}
+
+async fn update_lease(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = s.lease_refusal("update", &ns, Some(&name)) {
+        return r;
+    }
+    let (mut meta, spec) = match decode_lease(&body, &ns) {
+        Ok(decoded) => decoded,
+        Err(e) => return LEASES.status(StatusCode::BAD_REQUEST, "BadRequest", &e, Some(&name)),
+    };
+    let obj_name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+    if obj_name != name {
+        let msg = format!(
+            "the name of the object ({obj_name}) does not match the name on the URL ({name})"
+        );
+        return LEASES.status(StatusCode::BAD_REQUEST, "BadRequest", &msg, Some(&name));
+    }
+    let Some(current) = s.leases.get(&(ns.clone(), name.clone())) else {
+        return lease_not_found(&name);
+    };
+    let sent_rv = meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if sent_rv.is_empty() {
+        return lease_conflict(
+            &name,
+            "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+        );
+    }
+    if current["metadata"]["resourceVersion"] != sent_rv {
+        return lease_conflict(
+            &name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        );
+    }
+    if let Err(e) = validate_lease_spec(&spec) {
+        return lease_invalid(&name, &e);
+    }
+    // System fields stay the server's.
+    for kept in ["uid", "creationTimestamp", "namespace"] {
+        meta.insert(kept.into(), current["metadata"][kept].clone());
+    }
+    meta.remove("managedFields");
+    let mut object = current.clone();
+    object["metadata"] = Value::Object(meta);
+    object["spec"] = spec;
+    let stored = s.commit_lease(&ns, &name, object, "update");
+    axum::Json(stored).into_response()
+}
+
+async fn delete_lease(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = s.lease_refusal("delete", &ns, Some(&name)) {
+        return r;
+    }
+    match s.delete_lease(&ns, &name, "delete") {
+        Some(deleted) => axum::Json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Success",
+            "details": {
+                "name": name, "group": "coordination.k8s.io", "kind": "leases",
+                "uid": deleted["metadata"]["uid"],
+            },
+        }))
+        .into_response(),
+        None => lease_not_found(&name),
+    }
+}
+
+/// A `fieldSelector` requirement on a Lease (`metadata.name` or
+/// `metadata.namespace`; `=`, `==`, `!=`).
+struct FieldTerm {
+    field: &'static str,
+    equal: bool,
+    value: String,
+}
+
+fn parse_field_selector(sel: &str) -> Result<Vec<FieldTerm>, String> {
+    let mut terms = Vec::new();
+    for part in sel.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, equal, value) = if let Some((k, v)) = part.split_once("!=") {
+            (k, false, v)
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            (k, true, v)
+        } else {
+            return Err(format!(
+                "invalid selector: '{sel}'; can't understand '{part}'"
+            ));
+        };
+        let field = match key.trim() {
+            "metadata.name" => "name",
+            "metadata.namespace" => "namespace",
+            other => return Err(format!("field label not supported: {other}")),
+        };
+        terms.push(FieldTerm {
+            field,
+            equal,
+            value: value.trim().to_string(),
+        });
+    }
+    Ok(terms)
+}
+
+/// Which Leases a list or watch asks for.
+struct LeaseFilter {
+    namespace: String,
+    fields: Vec<FieldTerm>,
+    labels: Vec<Term>,
+}
+
+impl LeaseFilter {
+    fn matches(&self, ns: &str, object: &Value) -> bool {
+        ns == self.namespace
+            && self
+                .fields
+                .iter()
+                .all(|t| (object["metadata"][t.field] == t.value.as_str()) == t.equal)
+            && self.labels.iter().all(|t| t.matches(object))
+    }
+}
+
+async fn list_or_watch_leases(
+    State(shared): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let bad = |msg: &str| LEASES.status(StatusCode::BAD_REQUEST, "BadRequest", msg, None);
+    if let Some(r) = s.lease_refusal(if watch { "watch" } else { "list" }, &ns, None) {
+        return r;
+    }
+    let fields = match parse_field_selector(q.get("fieldSelector").map_or("", String::as_str)) {
+        Ok(f) => f,
+        Err(e) => return bad(&e),
+    };
+    let labels = match parse_selector(q.get("labelSelector").map_or("", String::as_str)) {
+        Ok(l) => l,
+        Err(e) => return bad(&e),
+    };
+    let filter = LeaseFilter {
+        namespace: ns,
+        fields,
+        labels,
+    };
+    let current: Vec<Value> = s
+        .leases
+        .iter()
+        .filter(|((n, _), lease)| filter.matches(n, lease))
+        .map(|(_, lease)| lease.clone())
+        .collect();
+    if !watch {
+        return axum::Json(json!({
+            "kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1",
+            "metadata": {"resourceVersion": s.resource_version.to_string()},
+            "items": current,
+        }))
+        .into_response();
+    }
+
+    // Real servers pick 30-60 min without timeoutSeconds.
+    let timeout = match q.get("timeoutSeconds").map(|t| t.parse::<u64>()) {
+        None => Duration::from_secs(1800),
+        Some(Ok(secs)) => Duration::from_secs(secs),
+        Some(Err(_)) => return bad("timeoutSeconds must be a non-negative integer"),
+    };
+    let (pending, after) = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("" | "0") => (
+            current
+                .into_iter()
+                .map(|object| event_line("ADDED", &object))
+                .collect(),
+            s.resource_version,
+        ),
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(rv) => (VecDeque::new(), rv),
+            Err(_) => return bad(&format!("invalid resourceVersion {rv:?}")),
+        },
+    };
+    let stream = WatchStream {
+        shared: shared.clone(),
+        filter,
+        after,
+        deadline: tokio::time::Instant::now() + timeout,
+        epoch: s.watch_epoch,
+        pending,
+        changed: s.lease_changed.clone(),
+        _open: OpenWatch::new(shared.clone(), s),
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures::stream::unfold(
+            stream,
+            next_watch_chunk,
+        )))
+        .unwrap_or_else(|e| {
+            LEASES.status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                &e.to_string(),
+                None,
+            )
+        })
+}
+
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
+        .expect("a JSON value serialises");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Counts an open watch stream while it lives.
+struct OpenWatch(Shared);
+
+impl OpenWatch {
+    fn new(shared: Shared, mut guard: MutexGuard<'_, Inner>) -> OpenWatch {
+        guard.open_watches += 1;
+        OpenWatch(shared)
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.open_watches = s.open_watches.saturating_sub(1);
+    }
+}
+
+/// One watch: events after `after` that pass `filter`, until `deadline`.
+struct WatchStream {
+    shared: Shared,
+    filter: LeaseFilter,
+    after: u64,
+    deadline: tokio::time::Instant,
+    epoch: u64,
+    pending: VecDeque<Bytes>,
+    changed: Arc<Notify>,
+    _open: OpenWatch,
+}
+
+async fn next_watch_chunk(mut w: WatchStream) -> Option<(Result<Bytes, Infallible>, WatchStream)> {
+    loop {
+        if tokio::time::Instant::now() >= w.deadline {
+            return None;
+        }
+        if let Some(chunk) = w.pending.pop_front() {
+            return Some((Ok(chunk), w));
+        }
+        let changed = w.changed.clone();
+        // Created before looking, so a change made meanwhile still wakes us.
+        let notified = changed.notified();
+        {
+            let s = w.shared.lock().unwrap_or_else(|e| e.into_inner());
+            if s.watch_epoch != w.epoch {
+                return None;
+            }
+            for ev in s.lease_events.iter().filter(|ev| ev.rv > w.after) {
+                if w.filter.matches(&ev.namespace, &ev.object) {
+                    w.pending.push_back(event_line(ev.kind, &ev.object));
+                }
+            }
+            w.after = w.after.max(s.resource_version);
+        }
+        if !w.pending.is_empty() {
+            continue;
+        }
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep_until(w.deadline) => return None,
+        }
+    }
 }

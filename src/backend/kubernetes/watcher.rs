@@ -35,10 +35,14 @@ impl Drop for LeaseWatcher {
 
 async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<u64>) {
     let tick = || ticks.send_modify(|n| *n = n.wrapping_add(1));
+    let namespace = leases.namespace().unwrap_or("default").to_string();
     let params = WatchParams::default()
         .fields(&format!("metadata.name={name}"))
         .timeout(290);
     let mut backoff = Duration::from_millis(100);
+    // Said once, not on every retry: the election still works without the
+    // watch (followers wake at the lease's expiry), only handovers slow down.
+    let mut last_problem = String::new();
     loop {
         let version = match leases.get_opt(&name).await {
             Ok(Some(lease)) => lease
@@ -47,16 +51,17 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<u64>
                 .unwrap_or_else(|| "0".into()),
             Ok(None) => "0".to_string(),
             Err(err) => {
-                tracing::debug!(%err, "cannot read the lease to watch it");
+                report(&mut last_problem, "get", &err, &namespace);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         tick();
+        let opened = tokio::time::Instant::now();
         match leases.watch(&params, &version).await {
             Ok(stream) => {
-                backoff = Duration::from_millis(100);
+                last_problem.clear();
                 let mut stream = std::pin::pin!(stream);
                 while let Some(event) = stream.next().await {
                     match event {
@@ -75,9 +80,24 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<u64>
                     }
                 }
             }
-            Err(err) => tracing::debug!(%err, "cannot watch the lease"),
+            Err(err) => report(&mut last_problem, "watch", &err, &namespace),
+        }
+        // A watch that lasted is healthy: reconnect quickly. One that ends
+        // at once (an error) must not make every follower wake in a loop.
+        if opened.elapsed() > MAX_BACKOFF {
+            backoff = Duration::from_millis(100);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Warns about a failure to read or watch the Lease, unless it is the same
+/// problem as last time.
+fn report(last: &mut String, verb: &str, err: &kube::Error, namespace: &str) {
+    let problem = crate::kubernetes::explain(err, verb, "coordination.k8s.io", "leases", namespace);
+    if problem != *last {
+        tracing::warn!("cannot watch the lease, so handovers wait for its expiry: {problem}");
+        *last = problem;
     }
 }

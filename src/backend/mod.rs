@@ -45,6 +45,10 @@ pub enum Acquire {
     /// The lease key holds something leaderd did not write. It is never
     /// deleted or overwritten; the description says what was found.
     Foreign { description: String },
+    /// Nobody holds the lease, but it is not free either (quorum mode: a
+    /// split vote whose partial grants are being undone). Try again after
+    /// `retry_in`.
+    Contested { retry_in: Duration },
     /// The lease of `live_holder` disappeared without being released: the
     /// store lost it, and that holder may still believe it leads until its
     /// own safe-until. Nothing was written.

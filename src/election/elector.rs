@@ -281,6 +281,12 @@ impl<B: Backend> Elector<B> {
                     // +1 ms: Redis expires with millisecond precision.
                     now + (remaining + Duration::from_millis(1)).min(self.timing.retry_period)
                 }
+                Ok(Acquire::Contested { retry_in }) => {
+                    backoff = self.timing.first_backoff();
+                    self.backend_answered();
+                    self.observe(None, None);
+                    now + retry_in.min(self.timing.retry_period)
+                }
                 Ok(Acquire::Vanished) => {
                     backoff = self.timing.first_backoff();
                     self.backend_answered();

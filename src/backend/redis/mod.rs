@@ -255,11 +255,18 @@ impl Backend for RedisBackend {
         if vanished > 0 && vanished + free >= self.majority() {
             return Ok(Acquire::Vanished);
         }
-        if let Some((holder, remaining)) = self.likely_holder(&held, free + vanished) {
+        if let Some((holder, remaining)) = self.majority_holder(&held, free + vanished) {
             return Ok(Acquire::HeldBy { holder, remaining });
         }
         if let Some(description) = foreign.into_iter().next() {
             return Ok(Acquire::Foreign { description });
+        }
+        if !held.is_empty() && errors.is_empty() {
+            // Every server answered, some hold grants, none a majority: a
+            // split vote whose partial grants are being undone. Nobody
+            // leads; try again after a random pause to break the tie.
+            let pause = rand::rng().random_range(self.node_timeout..self.node_timeout * 3);
+            return Ok(Acquire::Contested { retry_in: pause });
         }
         Err(BackendError::new(if errors.is_empty() {
             format!(
@@ -413,9 +420,12 @@ impl RedisBackend {
         })
     }
 
-    /// The holder most servers report, and when enough of their keys will
-    /// have expired for a majority to be free (`free` already are).
-    fn likely_holder(
+    /// The holder of a term that a majority of servers grant, and when
+    /// enough of its keys will have expired for a majority to be free
+    /// (`free` already are; other grants are undone by their owners).
+    /// `None` when no term holds a majority: a key on a minority of servers
+    /// is not a leader.
+    fn majority_holder(
         &self,
         held: &[(LockValue, Duration)],
         free: usize,
@@ -424,11 +434,19 @@ impl RedisBackend {
         for (lock, _) in held {
             *votes.entry(lock.term.as_str()).or_default() += 1;
         }
-        let (term, _) = votes.into_iter().max_by_key(|(_, count)| *count)?;
+        let (term, count) = votes.into_iter().max_by_key(|(_, count)| *count)?;
+        if count < self.majority() {
+            return None;
+        }
         let holder = held.iter().find(|(lock, _)| lock.term == term)?.0.holder();
-        let mut remaining: Vec<Duration> = held.iter().map(|(_, left)| *left).collect();
+        let mut remaining: Vec<Duration> = held
+            .iter()
+            .filter(|(lock, _)| lock.term == term)
+            .map(|(_, left)| *left)
+            .collect();
         remaining.sort();
-        let needed = self.majority().saturating_sub(free).max(1);
+        let others = held.len() - count;
+        let needed = self.majority().saturating_sub(free + others).max(1);
         let wait = remaining
             .get(needed - 1)
             .or(remaining.last())

@@ -15,7 +15,13 @@ fn main() -> ExitCode {
     // means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        // Two workers are plenty for a lease and an HTTP server; on a
+        // single core, one avoids the workers taking turns.
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |cores| cores.get())
+                .min(2),
+        )
         .enable_all()
         .build()
     {

@@ -43,6 +43,7 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<u64>
     // Said once, not on every retry: the election still works without the
     // watch (followers wake at the lease's expiry), only handovers slow down.
     let mut last_problem = String::new();
+    let mut last_term: Option<(Option<String>, Option<i32>)> = None;
     loop {
         let version = match leases.get_opt(&name).await {
             Ok(Some(lease)) => lease
@@ -65,9 +66,19 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<u64>
                 let mut stream = std::pin::pin!(stream);
                 while let Some(event) = stream.next().await {
                     match event {
-                        Ok(
-                            WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Deleted(_),
-                        ) => tick(),
+                        Ok(WatchEvent::Added(lease) | WatchEvent::Modified(lease)) => {
+                            // A renewal is not news: followers only need to
+                            // hear of a new holder, a new term or a release.
+                            let term = term_of(&lease);
+                            if last_term.as_ref() != Some(&term) {
+                                last_term = Some(term);
+                                tick();
+                            }
+                        }
+                        Ok(WatchEvent::Deleted(_)) => {
+                            last_term = None;
+                            tick();
+                        }
                         Ok(WatchEvent::Bookmark(_)) => {}
                         Ok(WatchEvent::Error(err)) => {
                             tracing::debug!(?err, "lease watch ended");
@@ -100,4 +111,13 @@ fn report(last: &mut String, verb: &str, err: &kube::Error, namespace: &str) {
         tracing::warn!("cannot watch the lease, so handovers wait for its expiry: {problem}");
         *last = problem;
     }
+}
+
+/// Who holds the Lease in which term: what followers must hear about.
+fn term_of(lease: &Lease) -> (Option<String>, Option<i32>) {
+    let spec = lease.spec.as_ref();
+    (
+        spec.and_then(|s| s.holder_identity.clone()),
+        spec.and_then(|s| s.lease_transitions),
+    )
 }

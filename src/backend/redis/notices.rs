@@ -1,6 +1,6 @@
-//! Listens on the election's pub/sub channel and turns every acquire or
-//! release notice into a tick on a `watch` channel, so that followers wake
-//! the moment a leader steps down instead of at their next poll.
+//! Listens on the election's pub/sub channel and turns every release notice
+//! into a tick on a `watch` channel, so that followers wake the moment a
+//! leader steps down instead of at their next poll.
 //!
 //! Notices are an accelerator, not a source of truth: a follower still wakes
 //! at the lease's observed expiry if a notice is lost. After every
@@ -68,8 +68,15 @@ async fn listen(connection: Arc<Connection>, channel: String, ticks: Arc<watch::
                 backoff = Duration::from_millis(50);
                 tick();
                 let mut messages = pubsub.into_on_message();
-                while messages.next().await.is_some() {
-                    tick();
+                while let Some(message) = messages.next().await {
+                    // Only a release frees the lease. The followers that
+                    // lose the race to a release learn the new holder from
+                    // that same attempt, so waking them again for the
+                    // winner's "acquired" notice would only double the load
+                    // of every handover.
+                    if message.get_payload_bytes().starts_with(b"released") {
+                        tick();
+                    }
                 }
                 tracing::debug!(%channel, "notice subscription ended; resubscribing");
             }

@@ -1,0 +1,1 @@
+"""leaderd benchmark harness (issue 7). See bench/README.md."""

@@ -269,6 +269,9 @@ impl<B: Backend> Elector<B> {
             let wake_at = match result {
                 Ok(Acquire::Acquired(term)) => return FollowEnd::Acquired { term, sent },
                 Ok(Acquire::HeldBy { holder, remaining }) => {
+                    // A foreign writer may have set any TTL; a year is
+                    // already "not in our lifetime" and cannot overflow.
+                    let remaining = remaining.min(Duration::from_secs(365 * 24 * 3600));
                     backoff = self.timing.first_backoff();
                     self.backend_answered();
                     self.warn_if_duplicate_identity(&holder);

@@ -119,6 +119,8 @@ enum FollowEnd {
 
 enum LeadEnd {
     SteppedDown(Reason),
+    /// The store says the lease is someone else's (or nobody's) now.
+    LostTo(Option<Holder>),
     Resigned(Resign),
     Shutdown,
 }
@@ -194,9 +196,18 @@ impl<B: Backend> Elector<B> {
                 FollowEnd::Acquired { term, sent } => (term, sent),
                 FollowEnd::Shutdown => return Outcome::Stopped,
             };
+            // Requests sent while we were not leading are stale; drain them
+            // before consumers hear of the new term and may send fresh ones.
+            while self.resign_rx.try_recv().is_ok() {}
             self.became_leader(&term, sent);
             match self.lead(&term, sent, &shutdown).await {
                 LeadEnd::SteppedDown(reason) => self.stepped_down(reason),
+                LeadEnd::LostTo(holder) => {
+                    // Step down first: consumers must never see another
+                    // holder while our term still stands.
+                    self.stepped_down(Reason::LockLost);
+                    self.observe(holder, None);
+                }
                 LeadEnd::Shutdown => {
                     self.stepped_down(Reason::Shutdown);
                     return Outcome::StoppedLeading(term);
@@ -353,8 +364,6 @@ impl<B: Backend> Elector<B> {
         let mut safe_until = acquired + self.timing.renew_deadline;
         let mut next_renew = acquired + self.timing.retry_period;
         let mut backoff = self.timing.first_backoff();
-        // Requests sent while we were not leading are stale.
-        while self.resign_rx.try_recv().is_ok() {}
         loop {
             tokio::select! {
                 () = sleep_until(next_renew) => {}
@@ -397,8 +406,7 @@ impl<B: Backend> Elector<B> {
                 Ok(Renew::Lost { holder }) => {
                     self.metrics.renewal("lost", took);
                     self.backend_answered();
-                    self.observe(holder, None);
-                    return LeadEnd::SteppedDown(Reason::LockLost);
+                    return LeadEnd::LostTo(holder);
                 }
                 Err(err) => {
                     self.metrics.renewal("error", took);

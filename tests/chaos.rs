@@ -326,6 +326,8 @@ impl Chaos {
                     (format!("blackhole node {n}"), Heal::ProxyPass(n))
                 }
                 Kind::NodeKill => {
+                    // Refuse first: another test may take the freed port.
+                    node.proxy.refuse();
                     node.redis.kill();
                     (format!("SIGKILL node {n}"), Heal::NodeRestart(n))
                 }
@@ -410,7 +412,10 @@ impl Chaos {
         let a = self.active.remove(index);
         match a.heal {
             Heal::ProxyPass(n) => self.nodes[n].proxy.heal(),
-            Heal::NodeRestart(n) => self.nodes[n].redis.restart_empty(),
+            Heal::NodeRestart(n) => {
+                self.nodes[n].redis.restart_empty();
+                self.nodes[n].proxy.heal();
+            }
             Heal::NodeCont(n) => self.nodes[n].redis.thaw(),
             Heal::CandidateCont(c) => {
                 if let Some(d) = self.candidates[c].current.as_ref() {

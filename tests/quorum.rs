@@ -242,7 +242,7 @@ fn proxy_passes_delays_refuses_blackholes_and_heals() {
 fn one_node_killed_leader_is_elected_and_renews_on_the_other_two() {
     let name = "q-killed";
     let mut cluster = Cluster::start(3);
-    cluster.nodes[2].kill();
+    cluster.kill(2);
     let c = start_candidates(&cluster.config(name), "qk", 3);
     let l = wait_for_leader(&refs(&c), PATIENCE);
     let token = token_of(&c[l]);
@@ -342,7 +342,7 @@ fn leader_steps_down_when_two_of_three_nodes_are_lost() {
 
     // One server dies, another is partitioned.
     let failed = Instant::now();
-    cluster.nodes[0].kill();
+    cluster.kill(0);
     cluster.proxies[1].blackhole();
     let after = steps_down_before_lease_end(&c[l], failed);
     eprintln!("stepped down {after:?} after losing two of three nodes");
@@ -377,8 +377,8 @@ fn leader_steps_down_when_two_of_three_nodes_are_lost() {
 fn no_leader_while_only_a_minority_is_up() {
     let name = "q-minority";
     let mut cluster = Cluster::start(3);
-    cluster.nodes[0].kill();
-    cluster.nodes[1].kill();
+    cluster.kill(0);
+    cluster.kill(1);
     let c = start_candidates(&cluster.config(name), "qn", 3);
     hold_for(&c, None, 3 * LEASE, "only one node of three up");
     for d in &c {
@@ -392,7 +392,7 @@ fn no_leader_while_only_a_minority_is_up() {
         cluster.lock_on(2, name).is_none()
     });
 
-    cluster.nodes[0].restart_empty();
+    cluster.restart_empty(0);
     let l = wait_for_leader(&refs(&c), PATIENCE);
     let token = token_of(&c[l]);
     hold_for(&c, Some(l), LEASE, "leading on two of three");
@@ -408,8 +408,8 @@ fn no_leader_while_only_a_minority_is_up() {
 fn a_key_on_a_minority_of_nodes_is_not_reported_as_the_leader() {
     let name = "q-ghost";
     let mut cluster = Cluster::start(3);
-    cluster.nodes[0].kill();
-    cluster.nodes[1].kill();
+    cluster.kill(0);
+    cluster.kill(1);
     // What a candidate's partial grant looks like (node-local token).
     let value = r#"{"holder":"ghost","token":7,"term":"0123456789abcdef0123456789abcdef","acquired_at":"2026-01-01T00:00:00.000Z"}"#;
     cluster.nodes[2].cmd(&["SET", &lock_key(name), value, "PX", "60000"]);
@@ -437,7 +437,7 @@ fn node_restarted_empty_rejoins_through_renewals() {
     assert_eq!(cluster.lock_on(1, name).as_ref(), Some(&value));
     assert_eq!(cluster.lock_on(2, name).as_ref(), Some(&value));
 
-    cluster.nodes[1].restart_empty();
+    cluster.restart_empty(1);
     assert_eq!(cluster.lock_on(1, name), None);
     wait_until(PATIENCE, "renewals restore the key on node 1", || {
         cluster.lock_on(1, name).as_ref() == Some(&value)
@@ -458,7 +458,7 @@ fn node_restarted_empty_rejoins_through_renewals() {
 
     // It counts: with node 0 gone now, nodes 1 (restored) and 2 are the
     // majority that keeps the same leader.
-    cluster.nodes[0].kill();
+    cluster.kill(0);
     hold_for(
         &c,
         Some(l),
@@ -620,7 +620,7 @@ fn immediate_empty_restart_lets_a_fresh_candidate_overlap() {
     // reachable again, node 1 restarts empty, and a new candidate starts.
     old.signal("STOP");
     cluster.proxies[2].heal();
-    cluster.nodes[1].restart_empty();
+    cluster.restart_empty(1);
     let fresh = Leaderd::start(&cfg, "qh-new");
     wait_until(PATIENCE, "qh-new leads", || fresh.is_leading());
     old.signal("CONT");
@@ -672,9 +672,9 @@ fn delayed_restart_of_one_node_and_a_stale_node_repeat_tokens() {
     // Node 2 is back, node 0 restarts empty after a full lease, node 1 is
     // cut off: the reachable majority remembers no token.
     cluster.proxies[2].heal();
-    cluster.nodes[0].kill();
+    cluster.kill(0);
     std::thread::sleep(LEASE + RETRY);
-    cluster.nodes[0].restart_empty();
+    cluster.restart_empty(0);
     cluster.proxies[1].refuse();
 
     let fresh = Leaderd::start(&cfg, "qs-fresh");

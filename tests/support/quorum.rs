@@ -30,6 +30,20 @@ impl Cluster {
         Cluster { nodes, proxies }
     }
 
+    /// Kills node `i` and makes its proxy refuse connections until the node
+    /// is restarted: a test running in parallel may start its own Redis on
+    /// the freed port, and the proxy must not forward to a stranger.
+    pub fn kill(&mut self, i: usize) {
+        self.proxies[i].refuse();
+        self.nodes[i].kill();
+    }
+
+    /// Restarts node `i` on its port with no data and lets traffic through.
+    pub fn restart_empty(&mut self, i: usize) {
+        self.nodes[i].restart_empty();
+        self.proxies[i].heal();
+    }
+
     /// The URLs candidates use (through the proxies).
     pub fn urls(&self) -> Vec<String> {
         self.proxies.iter().map(Proxy::url).collect()

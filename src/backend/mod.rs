@@ -165,3 +165,11 @@ pub trait Backend: Send + Sync + 'static {
     /// new term), so followers wake at once instead of polling.
     fn changes(&self) -> watch::Receiver<u64>;
 }
+
+/// Locks a mutex that only guards plain assignments: a panic elsewhere
+/// cannot leave such data half-written, so a poisoned lock is still usable.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

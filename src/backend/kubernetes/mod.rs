@@ -27,7 +27,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
+use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term, lock};
 use watcher::LeaseWatcher;
 
 pub struct KubernetesBackend {
@@ -406,12 +406,4 @@ fn whole_seconds(d: Duration) -> i32 {
 
 fn now_micro() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these short locks cannot leave them
-    // inconsistent (plain assignments), so a poisoned lock is still usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

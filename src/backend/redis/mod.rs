@@ -31,7 +31,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
+use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term, lock};
 use crate::config::RedisSettings;
 pub use connection::{Connection, Security};
 pub use keys::{Keys, LockValue};
@@ -97,10 +97,6 @@ impl RedisBackend {
             changes,
             _notices: notices,
         })
-    }
-
-    pub fn keys(&self) -> &Keys {
-        &self.keys
     }
 
     fn majority(&self) -> usize {
@@ -490,13 +486,6 @@ pub fn connections(settings: &RedisSettings) -> Result<Vec<Connection>, BackendE
         .iter()
         .map(|url| Connection::direct(url, &security))
         .collect()
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain assignments under this lock cannot leave it inconsistent.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// 128 random bits as hex: unique per term with overwhelming probability.

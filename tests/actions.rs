@@ -966,12 +966,17 @@ fn sigterm_while_leading_stops_process_then_runs_stopped_leading_then_releases()
         "proc.sh",
         "rec proc-term \"$(curl -s -m 1 -o /dev/null -w %{http_code} ${LEADERD_STATUS_URL%/status}/leader || echo nocurl)\"; exit 0",
     );
-    let c = cfg(
-        name,
-        &redis,
-        &format!(
-            "hooks:\n  stopped_leading: {demote}\n  timeout: 150ms\nleader_process:\n  command: {proc_}\n  grace_period: 100ms\n"
-        ),
+    // A wider step-down window than the other tests: the TERM trap runs
+    // curl, which a loaded CI machine may not finish within 100 ms.
+    let c = format!(
+        "{}hooks:\n  stopped_leading: {demote}\n  timeout: 300ms\nleader_process:\n  command: {proc_}\n  grace_period: 500ms\n",
+        config_with(
+            name,
+            &redis.url(),
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+            Duration::from_millis(250)
+        )
     );
     let l = Leaderd::start(&c, "lps-l");
     wait_until(PATIENCE, "lps-l leads", || l.is_leading());

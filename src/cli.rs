@@ -34,6 +34,16 @@ pub enum Command {
     Check(CheckArgs),
     /// Show the status of a running daemon.
     Status(StatusArgs),
+    /// Internal: the guard process `leaderd run` starts for itself.
+    #[command(hide = true)]
+    Guard(GuardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// lease_duration − renew_deadline, in milliseconds.
+    #[arg(long)]
+    pub window_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::guard::GuardLink;
 use crate::actions::pod_label::PodLabeler;
 use crate::actions::{Actions, ActionsSettings, HookContext};
 use crate::backend::Backend;
@@ -105,16 +106,30 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
         }
         None => None,
     };
+    // Processes to start means processes to guard (see actions::guard).
+    let guard = if settings.leader_process.is_some() || settings.hooks.any() {
+        let window = timing.lease_duration.saturating_sub(timing.renew_deadline);
+        Some(
+            GuardLink::spawn(window, elector.subscribe())
+                .map_err(|err| RunError::Setup(format!("cannot start the guard process: {err}")))?,
+        )
+    } else {
+        None
+    };
     let actions = Actions::spawn(
         ActionsSettings {
             context: HookContext {
                 election: election.name.clone(),
                 identity: election.identity.clone(),
                 status_url: status_url(listen),
+                term_file: guard
+                    .as_ref()
+                    .map(|link| link.term_file().display().to_string()),
             },
             hooks: settings.hooks.clone(),
             leader_process: settings.leader_process.clone(),
             labeler,
+            guard: guard.as_ref().map(GuardLink::handle),
         },
         elector.subscribe(),
         metrics.clone(),
@@ -156,6 +171,9 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
         .shutdown(grace + settings.hooks.timeout + Duration::from_secs(1))
         .await;
 
+    if let Some(guard) = guard {
+        guard.close();
+    }
     stop_http.cancel();
     // Idle keep-alive clients must not delay the exit.
     http.abort();

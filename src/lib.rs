@@ -17,5 +17,6 @@ pub mod http;
 pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
+pub mod pid1;
 pub mod signals;
 pub mod status_client;

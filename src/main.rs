@@ -11,6 +11,25 @@ use leaderd::config::{self, Overrides};
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit 2 here
     leaderd::logging::init(cli.log_format);
+    if let Command::Guard(args) = &cli.command {
+        // Synchronous and single-threaded on purpose: no runtime to freeze.
+        let code = leaderd::actions::guard::watchdog::run(Duration::from_millis(args.window_ms));
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    if matches!(cli.command, Command::Run(_)) {
+        // The guard process (actions::guard) logs in the same format.
+        let format = match cli.log_format {
+            leaderd::cli::LogFormat::Text => "text",
+            leaderd::cli::LogFormat::Json => "json",
+        };
+        // SAFETY: no other thread exists yet that could read the environment.
+        unsafe { std::env::set_var("LEADERD_LOG_FORMAT", format) };
+    }
+    if matches!(cli.command, Command::Run(_)) && std::process::id() == 1 {
+        // As PID 1 (a container), stay PID 1 as a minimal init that reaps
+        // orphans and forwards signals; the daemon runs in a child.
+        leaderd::pid1::become_init();
+    }
     // rediss:// needs a process-wide rustls crypto provider; an Err only
     // means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -64,6 +83,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 ExitCode::from(1)
             }
         }
+        Command::Guard(_) => ExitCode::from(2),
         Command::Status(args) => {
             match leaderd::status_client::fetch(&args.url, Duration::from_secs(5)).await {
                 Ok((raw, status)) => {

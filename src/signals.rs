@@ -1,6 +1,7 @@
 //! SIGTERM and SIGINT: the first asks for a graceful shutdown (step down,
 //! release, exit 0); a second one exits at once, for an operator who does
-//! not want to wait.
+//! not want to wait — after killing every process group leaderd started,
+//! since nothing leader-only may outlive it.
 
 use futures::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -21,7 +22,11 @@ pub fn spawn(shutdown: CancellationToken) -> std::io::Result<()> {
                 tracing::info!(signal, "shutting down");
                 shutdown.cancel();
             } else {
-                tracing::warn!(signal, "second signal: exiting immediately");
+                tracing::warn!(
+                    signal,
+                    "second signal: killing every process leaderd started and exiting immediately"
+                );
+                crate::actions::kill_every_group();
                 std::process::exit(EXIT_ON_SECOND_SIGNAL);
             }
         }

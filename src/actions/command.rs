@@ -2,14 +2,41 @@
 //! stopping the whole group.
 //!
 //! A process group lets leaderd stop everything a hook or the leader process
-//! started (a shell and its children), not only the direct child.
+//! started (a shell and its children), not only the direct child. Every
+//! group is also registered with the guard process (from the child itself,
+//! before `exec`), and listed here, so that a second signal can kill them
+//! all before leaderd exits.
 
+use std::collections::HashSet;
 use std::io;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+
+use super::guard::{GuardHandle, Message, Registration};
+
+/// Every process group leaderd started and has not seen end.
+static GROUPS: LazyLock<Mutex<HashSet<i32>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// SIGKILLs every process group leaderd started (a second signal, a lost
+/// guard): nothing leader-only may outlive leaderd.
+pub fn kill_every_group() {
+    let groups: Vec<i32> = crate::backend::lock(&GROUPS).iter().copied().collect();
+    for group in groups {
+        // SAFETY: kill(2) on a process group id; no memory involved.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
+}
+
+/// The guard to register a command with, and its term.
+#[derive(Clone)]
+pub struct Guarded {
+    pub guard: GuardHandle,
+    pub registration: Registration,
+}
 
 /// A running command, leader of its own process group. Dropping it while
 /// the command runs stops the group (SIGTERM, then SIGKILL shortly after).
@@ -18,34 +45,75 @@ pub struct Spawned {
     child: Child,
     /// Process group id (= the child's pid) while the child is not reaped.
     group: Option<i32>,
+    /// Told when the group is gone.
+    guard: Option<GuardHandle>,
 }
 
 /// Starts `argv` with `env` added to leaderd's environment; its stdout and
-/// stderr lines go to the log as `<name>: <line>`.
-pub fn spawn(name: &str, argv: &[String], env: &[(String, String)]) -> io::Result<Spawned> {
+/// stderr lines go to the log as `<name>: <line>`. With `guarded`, the
+/// child registers its group with the guard before it runs anything.
+pub fn spawn(
+    name: &str,
+    argv: &[String],
+    env: &[(String, String)],
+    guarded: Option<Guarded>,
+) -> io::Result<Spawned> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    let guard = guarded.as_ref().map(|g| g.guard.clone());
+    if let Some(guarded) = guarded {
+        let registration = guarded.registration;
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes async-signal-safe calls (getpid, getppid, prctl,
+        // write) on data it owns, without allocating.
+        unsafe {
+            command.pre_exec(move || register_in_child(&registration));
+        }
+    }
+    // Listed before anyone can ask for the list (a second signal).
+    let mut groups = crate::backend::lock(&GROUPS);
+    let mut child = command.spawn()?;
+    let group = child.id().and_then(|pid| i32::try_from(pid).ok());
+    if let Some(group) = group {
+        groups.insert(group);
+    }
+    drop(groups);
     if let Some(stdout) = child.stdout.take() {
         forward(name.to_string(), stdout);
     }
     if let Some(stderr) = child.stderr.take() {
         forward(name.to_string(), stderr);
     }
-    let group = child.id().and_then(|pid| i32::try_from(pid).ok());
     Ok(Spawned {
         name: name.to_string(),
         child,
         group,
+        guard,
     })
+}
+
+/// In the child, before `exec`: die with leaderd's thread (a second line of
+/// defence: it covers the direct child only), then register the group.
+fn register_in_child(registration: &Registration) -> io::Result<()> {
+    // SAFETY: prctl and getppid are async-signal-safe.
+    unsafe {
+        let parent = libc::getppid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // leaderd died between fork and prctl: the signal will never come.
+        if libc::getppid() != parent {
+            return Err(io::Error::other("leaderd exited while starting a command"));
+        }
+    }
+    registration.write_from_child()
 }
 
 fn forward(name: String, stream: impl AsyncRead + Unpin + Send + 'static) {
@@ -68,7 +136,7 @@ impl Spawned {
         if status.is_ok() {
             // Anything it left behind in its group is leader-only work too.
             self.signal_group(libc::SIGKILL);
-            self.group = None;
+            self.forget_group();
         }
         status
     }
@@ -78,14 +146,24 @@ impl Spawned {
         self.signal_group(libc::SIGTERM);
         if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
             self.signal_group(libc::SIGKILL);
-            self.group = None;
+            self.forget_group();
             return status;
         }
         tracing::warn!(command = %self.name, grace = %crate::config::show(grace), "did not exit after SIGTERM; sending SIGKILL");
         self.signal_group(libc::SIGKILL);
         let status = self.child.wait().await;
-        self.group = None;
+        self.forget_group();
         status
+    }
+
+    /// The group's leader was reaped and the group killed: forget it.
+    fn forget_group(&mut self) {
+        if let Some(group) = self.group.take() {
+            crate::backend::lock(&GROUPS).remove(&group);
+            if let Some(guard) = &self.guard {
+                guard.send(Message::Gone { group });
+            }
+        }
     }
 
     fn signal_group(&self, signal: i32) {
@@ -108,13 +186,18 @@ impl Drop for Spawned {
             return;
         }
         self.signal_group(libc::SIGTERM);
-        let group = self.group;
+        let group = self.group.take();
+        let guard = self.guard.take();
         tokio::spawn(async move {
             tokio::time::sleep(crate::config::HOOK_KILL_GRACE).await;
             if let Some(group) = group {
                 // SAFETY: as in `signal_group`; by now the group may be gone,
                 // which kill(2) reports as ESRCH.
                 unsafe { libc::kill(-group, libc::SIGKILL) };
+                crate::backend::lock(&GROUPS).remove(&group);
+                if let Some(guard) = guard {
+                    guard.send(Message::Gone { group });
+                }
             }
         });
     }

@@ -44,6 +44,9 @@ pub struct Event {
 pub struct Tracker {
     /// Token of the term we are acting as leader for.
     leading: Option<u64>,
+    /// Token of the last term we stopped acting for: a term that ended
+    /// (by the clock, say) never starts again, whatever the state says.
+    ended: Option<u64>,
     /// The holder last reported through `new_leader` (identity, token).
     leader: Option<(String, Option<u64>)>,
     /// The identity before it, for `LEADERD_PREVIOUS_LEADER`.
@@ -83,9 +86,11 @@ impl Tracker {
                 fencing_token: Some(token),
             });
             self.leading = None;
+            self.ended = Some(token);
         }
         if let Some(token) = leading_now
             && self.leading.is_none()
+            && self.ended != Some(token)
         {
             events.push(Event {
                 kind: EventKind::StartedLeading,
@@ -198,5 +203,32 @@ mod tests {
         let events = tracker.diff(&state, later);
         assert_eq!(kinds(&events), [EventKind::StoppedLeading]);
         assert_eq!(events[0].reason, Reason::Shutdown);
+    }
+
+    #[test]
+    fn a_term_that_ended_never_starts_again() {
+        let now = Instant::now();
+        let mut state = ElectionState::new("e", "me", "fake");
+        let mut tracker = Tracker::default();
+        state.leader = Some(holder("me", 4));
+        state.term = Some(LeaderTerm {
+            fencing_token: 4,
+            started_at: SystemTime::now(),
+            safe_until: now + Duration::from_secs(1),
+        });
+        tracker.diff(&state, now);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(
+            kinds(&tracker.diff(&state, later)),
+            [EventKind::StoppedLeading]
+        );
+        // A late answer moves safe-until again: still over.
+        if let Some(term) = state.term.as_mut() {
+            term.safe_until = later + Duration::from_secs(1);
+        }
+        assert!(
+            !kinds(&tracker.diff(&state, later)).contains(&EventKind::StartedLeading),
+            "the ended term started again"
+        );
     }
 }

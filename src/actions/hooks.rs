@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::command;
+use super::command::{self, Guarded};
 use super::events::{Event, EventKind};
 use crate::config::HOOK_KILL_GRACE;
 use crate::metrics::Metrics;
@@ -38,6 +38,8 @@ pub struct HookContext {
     pub election: String,
     pub identity: String,
     pub status_url: String,
+    /// The term file (`LEADERD_TERM_FILE`), when a guard runs.
+    pub term_file: Option<String>,
 }
 
 impl HookContext {
@@ -60,6 +62,10 @@ impl HookContext {
             ),
             ("LEADERD_REASON", event.reason.as_str().to_string()),
             ("LEADERD_STATUS_URL", self.status_url.clone()),
+            (
+                "LEADERD_TERM_FILE",
+                self.term_file.clone().unwrap_or_default(),
+            ),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
@@ -93,6 +99,7 @@ pub async fn run(
     context: &HookContext,
     timeout: Duration,
     metrics: &Arc<Metrics>,
+    guarded: Option<Guarded>,
 ) -> HookResult {
     let hook = event.kind;
     let name = format!("hook {}", hook.as_str());
@@ -102,7 +109,7 @@ pub async fn run(
         started: Instant::now(),
         result: None,
     };
-    let result = match command::spawn(&name, argv, &context.env(event)) {
+    let result = match command::spawn(&name, argv, &context.env(event), guarded) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             tracing::error!(hook = hook.as_str(), program = %argv[0], "hook program not found");
             HookResult::NotFound

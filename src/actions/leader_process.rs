@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::command::{self, Spawned};
+use super::command::{self, Guarded, Spawned};
 use crate::config::LeaderProcessConfig;
 use crate::metrics::Metrics;
 
@@ -41,8 +41,8 @@ impl LeaderProcess {
 
     /// Starts the command; a failure to start is logged and counted as an
     /// immediate exit.
-    pub fn start(&mut self, env: &[(String, String)]) -> bool {
-        match command::spawn("leader_process", &self.config.command, env) {
+    pub fn start(&mut self, env: &[(String, String)], guarded: Option<Guarded>) -> bool {
+        match command::spawn("leader_process", &self.config.command, env, guarded) {
             Ok(child) => {
                 tracing::info!(pid = child.pid().unwrap_or(0), "leader process started");
                 self.metrics.leader_process_started();

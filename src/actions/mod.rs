@@ -14,9 +14,14 @@
 //! depend on the elector noticing in time. It reports its progress back
 //! ([`ActionsProgress`]) so that a lease is released only after the
 //! leader-only work stopped.
+//!
+//! And in case leaderd itself stops working (frozen, killed), every process
+//! it starts is registered with the [`guard`], a separate process that
+//! kills a term's processes by the term's deadline.
 
-mod command;
+pub(crate) mod command;
 mod events;
+pub mod guard;
 mod hooks;
 mod leader_process;
 pub mod pod_label;
@@ -34,7 +39,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HooksConfig, LABEL_WAIT_ON_LOSS, LeaderProcessConfig, OnExit};
 use crate::election::{ActionsProgress, ElectionState, Reason, Resign, Resigner};
 use crate::metrics::Metrics;
+use command::Guarded;
+pub use command::kill_every_group;
 pub use events::{Event, EventKind};
+use guard::{GuardHandle, Message};
 pub use hooks::HookContext;
 use leader_process::LeaderProcess;
 use pod_label::{PodLabeler, Role};
@@ -43,12 +51,18 @@ use pod_label::{PodLabeler, Role};
 /// leader process start anyway (the label keeps being retried).
 const LABEL_WAIT_ON_GAIN: Duration = Duration::from_secs(1);
 
+/// What the guard allows a graceful stop beyond the label wait and the
+/// grace period: signalling and reaping take a moment.
+const STOP_SLACK: Duration = Duration::from_millis(50);
+
 /// Everything the actions need to know from the configuration.
 pub struct ActionsSettings {
     pub context: HookContext,
     pub hooks: HooksConfig,
     pub leader_process: Option<LeaderProcessConfig>,
     pub labeler: Option<PodLabeler>,
+    /// The guard every started process registers with.
+    pub guard: Option<GuardHandle>,
 }
 
 /// The running actions task.
@@ -79,6 +93,7 @@ impl Actions {
                 .leader_process
                 .map(|config| LeaderProcess::new(config, metrics.clone())),
             labeler: settings.labeler,
+            guard: settings.guard,
             metrics,
             state,
             resigner,
@@ -121,6 +136,7 @@ struct Runner {
     hooks: HooksConfig,
     process: Option<LeaderProcess>,
     labeler: Option<PodLabeler>,
+    guard: Option<GuardHandle>,
     metrics: Arc<Metrics>,
     state: watch::Receiver<ElectionState>,
     resigner: Resigner,
@@ -201,12 +217,12 @@ impl Runner {
                     (true, Some(token)) => {
                         let loss = lost(self.state.clone(), token);
                         tokio::select! {
-                            _ = self.run_hook(&argv, &event) => {}
+                            _ = self.run_hook(&argv, &event, Some(token)) => {}
                             () = loss => {}
                         }
                     }
                     _ => {
-                        self.run_hook(&argv, &event).await;
+                        self.run_hook(&argv, &event, None).await;
                     }
                 }
             }
@@ -237,7 +253,7 @@ impl Runner {
         if !self.hooks.started_leading.is_empty() {
             let argv = self.hooks.started_leading.clone();
             let result = tokio::select! {
-                result = self.run_hook(&argv, &event) => result,
+                result = self.run_hook(&argv, &event, Some(token)) => result,
                 () = &mut loss => return,
             };
             if result != hooks::HookResult::Ok && self.hooks.step_down_on_failure {
@@ -254,18 +270,44 @@ impl Runner {
         self.start_process();
     }
 
-    async fn run_hook(&self, argv: &[String], event: &Event) -> hooks::HookResult {
+    /// Runs a hook; `term`: the term it runs for (killed with the term's
+    /// processes), `None` for hooks that are not leader-only work.
+    async fn run_hook(
+        &self,
+        argv: &[String],
+        event: &Event,
+        term: Option<u64>,
+    ) -> hooks::HookResult {
         hooks::run(
             argv,
             event,
             &self.context,
             self.hooks.timeout,
             &self.metrics,
+            self.guarded(term),
         )
         .await
     }
 
+    /// What a process of `term` registers with the guard: the term's token
+    /// and its safe-until as published now.
+    fn guarded(&self, term: Option<u64>) -> Option<Guarded> {
+        let guard = self.guard.as_ref()?;
+        let term = term.map(|token| {
+            let state = self.state.borrow();
+            let our = state.term.as_ref().filter(|t| t.fencing_token == token);
+            // A term already over: a safe-until in the past makes the guard
+            // kill the process at once, should it still start.
+            (token, our.map_or_else(Instant::now, |t| t.safe_until))
+        });
+        Some(Guarded {
+            guard: guard.clone(),
+            registration: guard.registration(term),
+        })
+    }
+
     fn start_process(&mut self) {
+        let guarded = self.guarded(self.busy_term);
         let (Some(process), Some(event)) = (self.process.as_mut(), self.term_event.as_ref()) else {
             return;
         };
@@ -274,7 +316,10 @@ impl Runner {
             state.is_leader_at(Instant::now())
                 && state.term.as_ref().map(|t| t.fencing_token) == event.fencing_token
         };
-        if still_leading && !process.is_running() && !process.start(&self.context.env(event)) {
+        if still_leading
+            && !process.is_running()
+            && !process.start(&self.context.env(event), guarded)
+        {
             // Could not even start: treat it like an exit (policy decides).
             self.resigner.resign(Resign {
                 reason: Reason::LeaderProcessExited,
@@ -284,9 +329,24 @@ impl Runner {
     }
 
     async fn stopped_leading(&mut self, event: Event) {
-        if self.busy_term.is_none() || self.busy_term != event.fencing_token {
+        let Some(token) = self
+            .busy_term
+            .filter(|busy| Some(*busy) == event.fencing_token)
+        else {
             // Nothing was started for this term, so there is nothing to stop.
             return;
+        };
+        if let Some(guard) = &self.guard {
+            // We stop the term's processes ourselves; the guard waits for
+            // us (never past the window after safe-until).
+            let grace = self
+                .process
+                .as_ref()
+                .map_or(Duration::ZERO, |p| p.config().grace_period);
+            guard.stopping(
+                token,
+                Instant::now() + LABEL_WAIT_ON_LOSS + grace + STOP_SLACK,
+            );
         }
         if let Some(labeler) = &self.labeler {
             // First, so that traffic stops reaching us; but never let the
@@ -297,9 +357,13 @@ impl Runner {
         if let Some(process) = self.process.as_mut() {
             process.stop().await;
         }
+        if let Some(guard) = &self.guard {
+            guard.send(Message::Ended { token });
+        }
         if !self.hooks.stopped_leading.is_empty() {
+            // Demotion, not leader-only work: the term is over.
             let argv = self.hooks.stopped_leading.clone();
-            self.run_hook(&argv, &event).await;
+            self.run_hook(&argv, &event, None).await;
         }
         self.busy_term = None;
         self.term_event = None;

@@ -28,6 +28,15 @@ fn default_hook_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+impl HooksConfig {
+    /// Whether any hook is configured.
+    pub fn any(&self) -> bool {
+        !(self.started_leading.is_empty()
+            && self.stopped_leading.is_empty()
+            && self.new_leader.is_empty())
+    }
+}
+
 impl Default for HooksConfig {
     fn default() -> Self {
         HooksConfig {

@@ -387,6 +387,13 @@ impl<B: Backend> Elector<B> {
             };
             let took = sent.elapsed();
             match result {
+                Ok(Renew::Renewed) if Instant::now() >= safe_until => {
+                    // The answer came as the term ran out: consumers that
+                    // judge by the clock have already ended the term (its
+                    // stopped_leading may have run), so it must stay over.
+                    self.metrics.renewal("late", took);
+                    return LeadEnd::SteppedDown(Reason::RenewFailed);
+                }
                 Ok(Renew::Renewed) => {
                     self.metrics.renewal("success", took);
                     backoff = self.timing.first_backoff();
@@ -394,14 +401,7 @@ impl<B: Backend> Elector<B> {
                     safe_until = sent + self.timing.renew_deadline;
                     next_renew = sent + self.timing.retry_period;
                     let lease_until = sent + self.timing.lease_duration;
-                    // A renewal is not news: update without waking consumers.
-                    self.publish(|state| {
-                        if let Some(our) = state.term.as_mut() {
-                            our.safe_until = safe_until;
-                        }
-                        state.leader_lease_until = Some(lease_until);
-                        false
-                    });
+                    self.publish_deadline(safe_until, lease_until);
                 }
                 Ok(Renew::Lost { holder }) => {
                     self.metrics.renewal("lost", took);
@@ -560,6 +560,17 @@ impl<B: Backend> Elector<B> {
                 state.version += 1;
             }
             news
+        });
+    }
+
+    /// A renewal: not news (no version bump), but consumers that follow the
+    /// term's deadline (the guard, the term file) are woken.
+    fn publish_deadline(&self, safe_until: Instant, lease_until: Instant) {
+        self.state.send_modify(|state| {
+            if let Some(our) = state.term.as_mut() {
+                our.safe_until = safe_until;
+            }
+            state.leader_lease_until = Some(lease_until);
         });
     }
 

@@ -36,6 +36,8 @@ enum Link {
     Down,
     /// Calls never answer (frozen server): only deadlines end them.
     Hung,
+    /// Calls answer at this instant (a slow network), or at once after it.
+    AnswerAt(Instant),
 }
 
 /// One candidate's view of the store, with its own network link.
@@ -67,6 +69,10 @@ impl FakeBackend {
             Link::Up => Ok(()),
             Link::Down => Err(BackendError::new("connection refused")),
             Link::Hung => std::future::pending().await,
+            Link::AnswerAt(at) => {
+                tokio::time::sleep_until(at).await;
+                Ok(())
+            }
         }
     }
 }
@@ -393,5 +399,27 @@ async fn a_lease_lost_by_the_store_is_not_taken_while_its_holder_may_still_lead(
     let b_leads = until(&mut b, leading).await;
     assert!(b_leads > a_safe_until, "b led before a's safe-until");
     assert!(b_leads - lost_at <= TIMING.lease_duration + TIMING.retry_period);
+    assert_eq!(a.state.borrow().last_reason, Some(Reason::RenewFailed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_answered_just_as_safe_until_passes_does_not_revive_the_term() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    let safe_until = a
+        .state
+        .borrow()
+        .term
+        .as_ref()
+        .map(|t| t.safe_until)
+        .expect("leads");
+    // Every renewal is answered at safe-until: the last one in flight lands
+    // exactly as the term runs out, when consumers have already ended it.
+    a.backend.set_link(Link::AnswerAt(safe_until));
+    let ended = tokio::time::timeout(Duration::from_secs(60), until(&mut a, |s| s.term.is_none()))
+        .await
+        .expect("the term ended");
+    assert_eq!(ended, safe_until);
     assert_eq!(a.state.borrow().last_reason, Some(Reason::RenewFailed));
 }

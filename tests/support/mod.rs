@@ -572,6 +572,7 @@ pub struct LeaderdBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     wait_healthy: bool,
+    wrapper: Vec<String>,
 }
 
 impl LeaderdBuilder {
@@ -587,6 +588,13 @@ impl LeaderdBuilder {
 
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_string());
+        self
+    }
+
+    /// Runs leaderd under this command (e.g. `unshare --pid --fork`): the
+    /// wrapper's argv, then leaderd's.
+    pub fn wrapped_in(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|a| a.to_string()).collect();
         self
     }
 
@@ -606,6 +614,18 @@ impl LeaderdBuilder {
             let log_path = dir.path().join(format!("leaderd-{attempt}.log"));
             let log = fs::File::create(&log_path).expect("create leaderd log");
             let mut cmd = leaderd_command();
+            if let Some((program, args)) = self.wrapper.split_first() {
+                let mut wrapped = Command::new(program);
+                wrapped.args(args).arg(leaderd_bin());
+                for (key, value) in cmd.get_envs() {
+                    match value {
+                        Some(value) => wrapped.env(key, value),
+                        None => wrapped.env_remove(key),
+                    };
+                }
+                wrapped.stdin(Stdio::null());
+                cmd = wrapped;
+            }
             cmd.arg("run")
                 .arg("--config")
                 .arg(&config_path)
@@ -684,6 +704,7 @@ impl Leaderd {
             env: Vec::new(),
             args: Vec::new(),
             wait_healthy: true,
+            wrapper: Vec::new(),
         }
     }
 

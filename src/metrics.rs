@@ -30,6 +30,7 @@ pub struct Metrics {
     backend_errors: IntCounterVec,
     leader_changes: IntCounter,
     foreign_values: IntCounter,
+    store_full: IntCounter,
     hook_runs: IntCounterVec,
     hook_duration: HistogramVec,
     pod_label_updates: IntCounterVec,
@@ -113,6 +114,10 @@ impl Metrics {
             "leaderd_foreign_lock_value_total",
             "Times the lease key held something leaderd did not write (left untouched).",
         ))?;
+        let store_full = IntCounter::with_opts(opts(
+            "leaderd_store_full_total",
+            "Calls the store refused because it is full (Redis at maxmemory); retried.",
+        ))?;
         let hook_runs = IntCounterVec::new(
             opts(
                 "leaderd_hook_runs_total",
@@ -159,6 +164,7 @@ impl Metrics {
         registry.register(Box::new(backend_errors.clone()))?;
         registry.register(Box::new(leader_changes.clone()))?;
         registry.register(Box::new(foreign_values.clone()))?;
+        registry.register(Box::new(store_full.clone()))?;
         registry.register(Box::new(hook_runs.clone()))?;
         registry.register(Box::new(hook_duration.clone()))?;
         registry.register(Box::new(pod_label_updates.clone()))?;
@@ -176,7 +182,7 @@ impl Metrics {
         ] {
             lost.with_label_values(&[reason.as_str()]);
         }
-        for result in ["success", "lost", "error"] {
+        for result in ["success", "lost", "error", "late"] {
             renewals.with_label_values(&[result]);
         }
         for operation in ["acquire", "renew", "release"] {
@@ -196,6 +202,7 @@ impl Metrics {
             backend_errors,
             leader_changes,
             foreign_values,
+            store_full,
             hook_runs,
             hook_duration,
             pod_label_updates,
@@ -226,6 +233,10 @@ impl Metrics {
 
     pub fn foreign_value(&self) {
         self.foreign_values.inc();
+    }
+
+    pub fn store_full(&self) {
+        self.store_full.inc();
     }
 
     pub fn hook_run(&self, hook: &str, result: &str, took: Duration) {

@@ -53,6 +53,10 @@ pub enum Acquire {
     /// store lost it, and that holder may still believe it leads until its
     /// own safe-until. Nothing was written.
     Vanished,
+    /// Nobody holds the lease, but the store had no fencing counter: it is
+    /// new, or it lost its data while a leader it forgot may still act. No
+    /// grant for `remaining` (one lease from when the store noticed).
+    Quarantined { remaining: Duration },
 }
 
 /// The answer to a renew attempt.
@@ -100,12 +104,22 @@ pub async fn preflight(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendError {
     pub message: String,
+    /// The store answered that it is full (e.g. Redis at `maxmemory`).
+    pub store_full: bool,
 }
 
 impl BackendError {
     pub fn new(message: impl Into<String>) -> Self {
         BackendError {
             message: message.into(),
+            store_full: false,
+        }
+    }
+
+    pub fn store_full(message: impl Into<String>) -> Self {
+        BackendError {
+            message: message.into(),
+            store_full: true,
         }
     }
 

@@ -92,8 +92,12 @@ pub struct Elector<B: Backend> {
     /// Our latest term's id, kept after stepping down so that our own stale
     /// record is not mistaken for another candidate's.
     own_term_id: Option<String>,
-    /// The term id of a foreign holder using our identity, already warned about.
-    warned_duplicate: Option<String>,
+    /// A lease held under our identity by a term that is not ours.
+    own_identity: Option<OwnIdentityLease>,
+    /// Said once per episode: the store is in its data-loss quarantine.
+    told_quarantine: bool,
+    /// Said once per episode: the store is full.
+    told_full: bool,
     /// The foreign lock description already warned about.
     warned_foreign: Option<String>,
     resign_tx: mpsc::UnboundedSender<Resign>,
@@ -101,6 +105,16 @@ pub struct Elector<B: Backend> {
     /// Progress of the consumers that act on leadership; a term is released
     /// only after they stopped its leader-only work.
     actions: Option<watch::Receiver<ActionsProgress>>,
+}
+
+/// A lease under our own identity that is not our term: a previous run of
+/// this candidate (restarted after a crash) if it runs out unrenewed, a
+/// duplicate identity if it is renewed.
+struct OwnIdentityLease {
+    term_id: Option<String>,
+    /// When it runs out, as last seen (our clock).
+    until: Instant,
+    warned: bool,
 }
 
 /// A holder seen by a follower, and the instant (our clock) until which
@@ -142,7 +156,9 @@ impl<B: Backend> Elector<B> {
             state: watch::Sender::new(state),
             metrics,
             own_term_id: None,
-            warned_duplicate: None,
+            own_identity: None,
+            told_quarantine: false,
+            told_full: false,
             warned_foreign: None,
             resign_tx,
             resign_rx,
@@ -285,7 +301,8 @@ impl<B: Backend> Elector<B> {
                     let remaining = remaining.min(Duration::from_secs(365 * 24 * 3600));
                     backoff = self.timing.first_backoff();
                     self.backend_answered();
-                    self.warn_if_duplicate_identity(&holder);
+                    self.check_own_identity(&holder, now + remaining);
+                    self.told_quarantine = false;
                     sighting = Some(Sighting {
                         holder: holder.clone(),
                         until: now + remaining,
@@ -293,6 +310,19 @@ impl<B: Backend> Elector<B> {
                     });
                     self.observe(Some(holder), Some(now + remaining));
                     // +1 ms: Redis expires with millisecond precision.
+                    now + (remaining + Duration::from_millis(1)).min(self.timing.retry_period)
+                }
+                Ok(Acquire::Quarantined { remaining }) => {
+                    backoff = self.timing.first_backoff();
+                    self.backend_answered();
+                    self.observe(None, None);
+                    if !self.told_quarantine {
+                        tracing::warn!(
+                            wait = %crate::config::show(remaining),
+                            "the store has no fencing counter (it is new, or it lost its data): nobody is granted the lease for one lease_duration, so that a leader it forgot has stopped acting"
+                        );
+                        self.told_quarantine = true;
+                    }
                     now + (remaining + Duration::from_millis(1)).min(self.timing.retry_period)
                 }
                 Ok(Acquire::Contested { retry_in }) => {
@@ -509,6 +539,7 @@ impl<B: Backend> Elector<B> {
     }
 
     fn backend_answered(&mut self) {
+        self.told_full = false;
         let was_down = self.state.borrow().backend_error.is_some();
         if was_down {
             tracing::info!(backend = self.backend.kind(), "backend reachable again");
@@ -524,7 +555,13 @@ impl<B: Backend> Elector<B> {
     fn backend_failed(&mut self, operation: &'static str, err: &BackendError) {
         self.metrics.backend_error(operation);
         let was_up = self.state.borrow().backend_error.is_none();
-        if was_up {
+        if err.store_full {
+            self.metrics.store_full();
+            if !self.told_full {
+                tracing::error!(backend = self.backend.kind(), operation, %err, "the store is full and refuses to write; retrying");
+                self.told_full = true;
+            }
+        } else if was_up {
             tracing::warn!(backend = self.backend.kind(), operation, %err, "backend unreachable");
         } else {
             tracing::debug!(operation, %err, "backend still unreachable");
@@ -537,17 +574,46 @@ impl<B: Backend> Elector<B> {
         });
     }
 
-    fn warn_if_duplicate_identity(&mut self, holder: &Holder) {
-        if holder.identity == self.identity
-            && holder.term_id != self.own_term_id
-            && holder.term_id != self.warned_duplicate
-        {
-            tracing::warn!(
-                identity = %self.identity,
-                token = holder.fencing_token.unwrap_or(0),
-                "another candidate leads under this same identity; identities must be unique"
-            );
-            self.warned_duplicate = holder.term_id.clone();
+    /// A lease under our identity that is not ours: expected once after a
+    /// restart (our previous run's lease, which runs out unrenewed); a
+    /// duplicate identity if it is renewed, or if a new one appears while we
+    /// run.
+    fn check_own_identity(&mut self, holder: &Holder, until: Instant) {
+        if holder.identity != self.identity || holder.term_id == self.own_term_id {
+            return;
+        }
+        let token = holder.fencing_token.unwrap_or(0);
+        let renewed_by_someone =
+            |seen: &OwnIdentityLease| until > seen.until + self.timing.retry_period / 4;
+        match self.own_identity.as_mut() {
+            Some(seen) if seen.term_id == holder.term_id => {
+                if !seen.warned && renewed_by_someone(seen) {
+                    warn_duplicate(&self.identity, token);
+                    seen.warned = true;
+                }
+                seen.until = until;
+            }
+            previous => {
+                // A term first seen now: before our first term, it is most
+                // likely our own previous run's; later, it began while we
+                // ran, so another process uses our identity.
+                let first_sighting = previous.is_none() && self.own_term_id.is_none();
+                if first_sighting {
+                    tracing::info!(
+                        identity = %self.identity,
+                        token,
+                        left = %crate::config::show(until.saturating_duration_since(Instant::now())),
+                        "the lease is held under this candidate's identity, probably by its previous run; waiting for it to run out"
+                    );
+                } else {
+                    warn_duplicate(&self.identity, token);
+                }
+                self.own_identity = Some(OwnIdentityLease {
+                    term_id: holder.term_id.clone(),
+                    until,
+                    warned: !first_sighting,
+                });
+            }
         }
     }
 
@@ -584,6 +650,14 @@ impl<B: Backend> Elector<B> {
             false
         });
     }
+}
+
+fn warn_duplicate(identity: &str, token: u64) {
+    tracing::warn!(
+        %identity,
+        token,
+        "another candidate leads under this same identity; identities must be unique"
+    );
 }
 
 /// Enforces a call's deadline here too, so that the elector's guarantee does

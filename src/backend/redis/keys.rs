@@ -16,6 +16,9 @@ pub struct Keys {
     pub fence: String,
     /// The token of the last term that was released on purpose.
     pub released: String,
+    /// Set (with a TTL of one lease) when the store had no fencing counter:
+    /// nobody is granted the lease until it expires.
+    pub quarantine: String,
     /// Pub/sub channel on which acquire and release are announced.
     pub channel: String,
 }
@@ -27,6 +30,7 @@ impl Keys {
             lock: format!("{base}:lock"),
             fence: format!("{base}:fence"),
             released: format!("{base}:released"),
+            quarantine: format!("{base}:quarantine"),
             channel: format!("{base}:events"),
         }
     }

@@ -35,7 +35,7 @@ use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term, lock};
 use crate::config::RedisSettings;
 pub use connection::{Connection, Security};
 pub use keys::{Keys, LockValue};
-use node::{AcquireArgs, Granted, Node, Renewal, Scripts};
+use node::{AcquireArgs, Granted, Node, Released, Renewal, Scripts};
 use notices::NoticeListener;
 
 pub struct RedisBackend {
@@ -120,13 +120,15 @@ impl RedisBackend {
         self.highest_token_seen.fetch_max(token, Ordering::Relaxed);
     }
 
-    /// Undoes grants that did not add up to a majority, on every server
-    /// that gave one, without announcing anything (they were never a term).
-    async fn undo(&self, grants: &[(usize, String, u64)], deadline: Instant) {
+    /// Undoes grants that did not add up to a majority (or a term), on
+    /// every server that gave one, without announcing anything (they were
+    /// never a term). `sealed`: the sealed value, which a server holds
+    /// instead of its grant if the seal reached it.
+    async fn undo(&self, grants: &[(usize, String, u64)], sealed: Option<&str>, deadline: Instant) {
         join_all(
-            grants
-                .iter()
-                .map(|(i, value, token)| self.nodes[*i].release(value, *token, "", deadline)),
+            grants.iter().map(|(i, value, token)| {
+                self.nodes[*i].release(value, sealed, *token, "", deadline)
+            }),
         )
         .await;
     }
@@ -139,6 +141,21 @@ fn summary(errors: &[BackendError]) -> String {
         .map(|err| err.message.as_str())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// One error for the failures of individual servers (`otherwise` when there
+/// were none); full if any server said it is full.
+fn failure(errors: &[BackendError], otherwise: String) -> BackendError {
+    let message = if errors.is_empty() {
+        otherwise
+    } else {
+        summary(errors)
+    };
+    if errors.iter().any(|err| err.store_full) {
+        BackendError::store_full(message)
+    } else {
+        BackendError::new(message)
+    }
 }
 
 impl Backend for RedisBackend {
@@ -191,6 +208,7 @@ impl Backend for RedisBackend {
         let mut held = Vec::new();
         let mut foreign = Vec::new();
         let mut vanished = 0;
+        let mut quarantined = Vec::new();
         let mut errors = Vec::new();
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
@@ -204,6 +222,7 @@ impl Backend for RedisBackend {
                 }
                 Ok(Granted::Foreign(description)) => foreign.push(description),
                 Ok(Granted::Vanished) => vanished += 1,
+                Ok(Granted::Quarantined(remaining)) => quarantined.push(remaining),
                 Err(err) => errors.push(err),
             }
         }
@@ -213,7 +232,7 @@ impl Backend for RedisBackend {
                 let node = &self.nodes[0];
                 let (_, value, token) = grants[0].clone();
                 if let Err(err) = node.replicated(self.min_replica_acks, work_deadline).await {
-                    self.undo(&grants, deadline).await;
+                    self.undo(&grants, None, deadline).await;
                     return Err(err);
                 }
                 if self.min_replica_acks > 0 {
@@ -229,13 +248,14 @@ impl Backend for RedisBackend {
                     claim: value,
                 }));
             }
-            if let Some(term) = self
+            let (term, sealed) = self
                 .seal(identity, &term_id, &acquired_at, &grants, work_deadline)
-                .await
-            {
+                .await;
+            if let Some(term) = term {
                 return Ok(Acquire::Acquired(term));
             }
-            self.undo(&grants, deadline).await;
+            // Some servers may hold the sealed value, others the grant.
+            self.undo(&grants, sealed.as_deref(), deadline).await;
             return Err(BackendError::new(format!(
                 "granted by {} of {} servers, but could not seal the term on a majority",
                 grants.len(),
@@ -245,11 +265,22 @@ impl Backend for RedisBackend {
         // Not a majority: what we got is not a term; give it back at once.
         let free = grants.len();
         if !grants.is_empty() {
-            self.undo(&grants, deadline).await;
+            self.undo(&grants, None, deadline).await;
         }
 
         if vanished > 0 && vanished + free >= self.majority() {
             return Ok(Acquire::Vanished);
+        }
+        if !quarantined.is_empty() && quarantined.len() + vanished + free >= self.majority() {
+            // Enough servers would grant once their quarantine is over.
+            quarantined.sort();
+            let needed = self.majority().saturating_sub(vanished + free).max(1);
+            let remaining = quarantined
+                .get(needed - 1)
+                .or(quarantined.last())
+                .copied()
+                .unwrap_or_default();
+            return Ok(Acquire::Quarantined { remaining });
         }
         if let Some((holder, remaining)) = self.majority_holder(&held, free + vanished) {
             return Ok(Acquire::HeldBy { holder, remaining });
@@ -264,15 +295,14 @@ impl Backend for RedisBackend {
             let pause = rand::rng().random_range(self.node_timeout..self.node_timeout * 3);
             return Ok(Acquire::Contested { retry_in: pause });
         }
-        Err(BackendError::new(if errors.is_empty() {
+        Err(failure(
+            &errors,
             format!(
                 "only {} of {} servers granted the lease",
                 free,
                 self.nodes.len()
-            )
-        } else {
-            summary(&errors)
-        }))
+            ),
+        ))
     }
 
     async fn renew(
@@ -308,6 +338,13 @@ impl Backend for RedisBackend {
                     }
                     lost.push(holder);
                 }
+                Ok(Renewal::Foreign(description)) => {
+                    tracing::error!(%description, "a renewal would have touched a key leaderd did not write");
+                    errors.push(BackendError::new(description));
+                }
+                Ok(Renewal::Late) => errors.push(BackendError::new(
+                    "the renewal reached the server after its deadline; not applied",
+                )),
                 Err(err) => errors.push(err),
             }
         }
@@ -328,28 +365,41 @@ impl Backend for RedisBackend {
                 .map(|lock| lock.holder());
             return Ok(Renew::Lost { holder });
         }
-        Err(BackendError::new(if self.quorum_mode() {
-            format!(
+        if self.quorum_mode() {
+            let mut err = failure(&errors, String::new());
+            err.message = format!(
                 "renewed on {renewed} of {} servers (need {}): {}",
                 self.nodes.len(),
                 self.majority(),
-                summary(&errors)
-            )
-        } else {
-            summary(&errors)
-        }))
+                err.message
+            );
+            return Err(err);
+        }
+        Err(failure(&errors, "no answer".to_string()))
     }
 
     async fn release(&self, term: &Term, deadline: Instant) -> Result<bool, BackendError> {
         let notice = format!("released {}", term.fencing_token);
         let node_deadline = self.node_deadline(deadline);
-        let answers = join_all(
-            self.nodes
-                .iter()
-                .map(|node| node.release(&term.claim, term.fencing_token, &notice, node_deadline)),
-        )
+        let answers = join_all(self.nodes.iter().map(|node| {
+            node.release(
+                &term.claim,
+                None,
+                term.fencing_token,
+                &notice,
+                node_deadline,
+            )
+        }))
         .await;
-        let released = answers.iter().filter(|a| matches!(a, Ok(true))).count();
+        for answer in &answers {
+            if let Ok(Released::YesForeignMarker(description)) = answer {
+                tracing::warn!(%description, "released the lease; a key leaderd did not write was left alone");
+            }
+        }
+        let released = answers
+            .iter()
+            .filter(|a| matches!(a, Ok(Released::Yes | Released::YesForeignMarker(_))))
+            .count();
         if released > 0 {
             return Ok(true);
         }
@@ -392,8 +442,10 @@ impl RedisBackend {
         acquired_at: &str,
         grants: &[(usize, String, u64)],
         deadline: Instant,
-    ) -> Option<Term> {
-        let token = grants.iter().map(|(_, _, token)| *token).max()?;
+    ) -> (Option<Term>, Option<String>) {
+        let Some(token) = grants.iter().map(|(_, _, token)| *token).max() else {
+            return (None, None);
+        };
         let sealed = LockValue {
             holder: identity.to_string(),
             token,
@@ -409,11 +461,16 @@ impl RedisBackend {
         )
         .await;
         let sealed_on = answers.iter().filter(|a| matches!(a, Ok(true))).count();
-        (sealed_on >= self.majority()).then(|| Term {
-            id: term_id.to_string(),
-            fencing_token: token,
-            claim: sealed,
-        })
+        if sealed_on >= self.majority() {
+            let term = Term {
+                id: term_id.to_string(),
+                fencing_token: token,
+                claim: sealed.clone(),
+            };
+            (Some(term), Some(sealed))
+        } else {
+            (None, Some(sealed))
+        }
     }
 
     /// The holder of a term that a majority of servers grant, and when

@@ -2,7 +2,7 @@
 //! its replies into typed answers. Combining several servers (quorum mode)
 //! is the job of the backend, not of this type.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::{Script, Value};
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::connection::Connection;
 use super::keys::{Keys, LockValue};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, lock};
 
 /// The scripts, loaded once and shared by every node (EVALSHA, with a
 /// reload on NOSCRIPT after a server restart).
@@ -47,6 +47,9 @@ pub enum Granted {
     Foreign(String),
     /// The lease the caller saw vanished here without a release.
     Vanished,
+    /// The server had no fencing counter (new, or it lost its data): it
+    /// grants nothing for this long.
+    Quarantined(Duration),
 }
 
 /// The arguments of one acquire attempt, the same for every server.
@@ -67,12 +70,31 @@ pub enum Renewal {
     Renewed,
     /// Not ours any more; what the key holds instead, if it is ours to read.
     NotOurs(Option<LockValue>),
+    /// Restoring the key would touch something leaderd did not write.
+    Foreign(String),
+    /// The renewal reached the server after the call's deadline: a term
+    /// that may be over by now is not extended.
+    Late,
+}
+
+/// What one server answered to a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    Yes,
+    NotOurs,
+    /// Released, but the released-token key holds something leaderd did
+    /// not write (left alone).
+    YesForeignMarker(String),
 }
 
 pub struct Node {
     connection: Arc<Connection>,
     keys: Keys,
     scripts: Arc<Scripts>,
+    /// This server's clock (`TIME`, µs) as last read by a script, and the
+    /// instant its answer arrived here: enough to tell the server, on the
+    /// next renewal, until when (on its clock) that renewal may still act.
+    clock: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Node {
@@ -81,6 +103,28 @@ impl Node {
             connection: Arc::new(connection),
             keys,
             scripts,
+            clock: Mutex::new(None),
+        }
+    }
+
+    fn saw_clock(&self, server_us: i64) {
+        if let Ok(server_us) = u64::try_from(server_us) {
+            *lock(&self.clock) = Some((Instant::now(), server_us));
+        }
+    }
+
+    /// `deadline` on this server's clock, in µs; 0 when it is not known.
+    /// Measured from the instant the server's reading *arrived* here, which
+    /// is later than the reading itself: the estimate is early, never late,
+    /// so the server may refuse a renewal a little early, never apply one
+    /// after the caller gave up on it.
+    fn server_deadline(&self, deadline: Instant) -> u64 {
+        match *lock(&self.clock) {
+            Some((seen_at, server_us)) => {
+                let ahead = deadline.saturating_duration_since(seen_at);
+                server_us.saturating_add(u64::try_from(ahead.as_micros()).unwrap_or(u64::MAX))
+            }
+            None => 0,
         }
     }
 
@@ -150,6 +194,7 @@ impl Node {
                     .key(&self.keys.lock)
                     .key(&self.keys.fence)
                     .key(&self.keys.released)
+                    .key(&self.keys.quarantine)
                     .arg(args.identity)
                     .arg(args.term_id)
                     .arg(millis(args.lease))
@@ -167,10 +212,13 @@ impl Node {
             return Err(unexpected());
         };
         match items.as_slice() {
-            [Value::Int(1), Value::Int(token), value] => Ok(Granted::Yes {
-                token: u64::try_from(*token).map_err(|_| unexpected())?,
-                value: text(value).ok_or_else(unexpected)?,
-            }),
+            [Value::Int(1), Value::Int(token), value, Value::Int(now_us)] => {
+                self.saw_clock(*now_us);
+                Ok(Granted::Yes {
+                    token: u64::try_from(*token).map_err(|_| unexpected())?,
+                    value: text(value).ok_or_else(unexpected)?,
+                })
+            }
             [Value::Int(0), value, Value::Int(pttl)] => {
                 let value = text(value).ok_or_else(unexpected)?;
                 let Some(lock) = LockValue::parse(&value) else {
@@ -195,8 +243,22 @@ impl Node {
                 Ok(Granted::Foreign(text(description).ok_or_else(unexpected)?))
             }
             [Value::Int(3)] => Ok(Granted::Vanished),
+            [Value::Int(4), Value::Int(wait_ms)] => Ok(Granted::Quarantined(
+                Duration::from_millis(u64::try_from(*wait_ms).unwrap_or(0)),
+            )),
+            [Value::Int(5), error] => Err(self.full(error)),
             _ => Err(unexpected()),
         }
+    }
+
+    /// Redis refused a write for lack of memory: not foreign data, not an
+    /// unreachable server; retried like any failure.
+    fn full(&self, error: &Value) -> BackendError {
+        BackendError::store_full(format!(
+            "{}: Redis is full (maxmemory) and refused to write the lease: {}",
+            self.connection.shown_url(),
+            text(error).unwrap_or_default()
+        ))
     }
 
     /// Gives a partial grant the term's token and announces the term.
@@ -225,6 +287,8 @@ impl Node {
         Ok(done == 1)
     }
 
+    /// `deadline`: the call's deadline; the server refuses the renewal if
+    /// it only gets it later (delayed in the network).
     pub async fn renew(
         &self,
         claim: &str,
@@ -233,6 +297,7 @@ impl Node {
         restore_missing: bool,
         deadline: Instant,
     ) -> Result<Renewal, BackendError> {
+        let server_deadline = self.server_deadline(deadline);
         let reply: Value = self
             .connection
             .run(deadline, |mut conn| async move {
@@ -240,10 +305,12 @@ impl Node {
                     .renew
                     .key(&self.keys.lock)
                     .key(&self.keys.fence)
+                    .key(&self.keys.released)
                     .arg(claim)
                     .arg(millis(lease))
                     .arg(if restore_missing { "1" } else { "0" })
                     .arg(token)
+                    .arg(server_deadline)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -252,25 +319,40 @@ impl Node {
             return Err(self.unexpected("renew", &reply));
         };
         match items.as_slice() {
-            [Value::Int(1)] => Ok(Renewal::Renewed),
+            [Value::Int(1), Value::Int(now_us)] => {
+                self.saw_clock(*now_us);
+                Ok(Renewal::Renewed)
+            }
             [Value::Int(0), rest @ ..] => Ok(Renewal::NotOurs(
                 rest.first()
                     .and_then(text)
                     .and_then(|value| LockValue::parse(&value)),
             )),
+            [Value::Int(2), description] => {
+                Ok(Renewal::Foreign(text(description).unwrap_or_default()))
+            }
+            [Value::Int(3)] => {
+                // Our idea of its clock may be off (a clock step): read it
+                // afresh at the next grant or renewal.
+                *lock(&self.clock) = None;
+                Ok(Renewal::Late)
+            }
+            [Value::Int(5), error] => Err(self.full(error)),
             _ => Err(self.unexpected("renew", &reply)),
         }
     }
 
-    /// Frees the lease if it holds `claim`; `notice` empty = silently.
+    /// Frees the lease if it holds `claim` (or `also`, another value of
+    /// ours); `notice` empty = silently, without recording the release.
     pub async fn release(
         &self,
         claim: &str,
+        also: Option<&str>,
         token: u64,
         notice: &str,
         deadline: Instant,
-    ) -> Result<bool, BackendError> {
-        let released: i64 = self
+    ) -> Result<Released, BackendError> {
+        let reply: Value = self
             .connection
             .run(deadline, |mut conn| async move {
                 self.scripts
@@ -281,11 +363,22 @@ impl Node {
                     .arg(&self.keys.channel)
                     .arg(notice)
                     .arg(token)
+                    .arg(also.unwrap_or(""))
                     .invoke_async(&mut conn)
                     .await
             })
             .await?;
-        Ok(released == 1)
+        let Value::Array(items) = &reply else {
+            return Err(self.unexpected("release", &reply));
+        };
+        match items.as_slice() {
+            [Value::Int(1)] => Ok(Released::Yes),
+            [Value::Int(0), ..] => Ok(Released::NotOurs),
+            [Value::Int(2), description] => Ok(Released::YesForeignMarker(
+                text(description).unwrap_or_default(),
+            )),
+            _ => Err(self.unexpected("release", &reply)),
+        }
     }
 
     fn unexpected(&self, operation: &str, reply: &Value) -> BackendError {

@@ -10,8 +10,13 @@
 -- ARGV[1] the value this node granted       ARGV[2] the sealed value
 -- ARGV[3] the term's token                  ARGV[4] pub/sub channel
 --
--- Returns 1 when sealed, 0 when the node no longer holds our grant.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+-- Returns 1 when sealed, 0 when the node no longer holds our grant, or the
+-- counter holds something leaderd did not write (nothing is touched then).
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local fence = redis.pcall('GET', KEYS[2])
+if type(fence) == 'table' or (fence ~= false and tonumber(fence) == nil) then
   return 0
 end
 local ttl = redis.call('PTTL', KEYS[1])
@@ -19,8 +24,7 @@ if ttl <= 0 then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
-local fence = tonumber(redis.pcall('GET', KEYS[2]))
-if fence == nil or fence < tonumber(ARGV[3]) then
+if fence == false or tonumber(fence) < tonumber(ARGV[3]) then
   redis.call('SET', KEYS[2], ARGV[3])
 end
 redis.call('PUBLISH', ARGV[4], 'acquired ' .. ARGV[3])

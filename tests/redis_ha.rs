@@ -119,7 +119,8 @@ fn wait_stepped_down(d: &Leaderd, timeout: Duration) -> Instant {
 
 /// SIGKILL of the master while leading: the leader steps down before its
 /// lease (as the replica, the next master, holds it) can expire; after the
-/// failover someone leads on the new master with a greater token.
+/// failover someone leads on the new master with a greater token (the spare
+/// replica, now following the new master, acknowledges it).
 #[test]
 fn sentinel_master_killed_while_leading() {
     let mut s = SentinelSetup::start();
@@ -296,6 +297,45 @@ fn sentinel_one_hung_sentinel_does_not_stop_the_election() {
     wait_until(PATIENCE, "the late candidate names the leader", || {
         late.status()["leader"] == next.identity() && late.get("/readyz").0 == 200
     });
+
+    // `leaderd check` names the silent Sentinel, and is still satisfied:
+    // two of three name the master. The test servers run with
+    // min-replicas-to-write 0, which it warns about.
+    let check = |config: &std::path::Path| {
+        let out = run_leaderd(
+            &["check", "--config", &config.display().to_string()],
+            Duration::from_secs(20),
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = check(late.config_path());
+    eprintln!("leaderd check with a hung Sentinel:\n{text}");
+    assert_eq!(code, Some(0), "{text}");
+    let master = s.master.addr();
+    for expected in [
+        "a master counts when 2 of them name it",
+        &format!("{} names master {master}", s.sentinels[1].url()),
+        &format!("{}: no answer", s.sentinels[0].url()),
+        "min-replicas-to-write is 0",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("min_replica_acks is 0"), "{text}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_acks = dir.path().join("no-acks.yaml");
+    fs::write(
+        &no_acks,
+        cfg.replace("    sentinel:", "    min_replica_acks: 0\n    sentinel:"),
+    )
+    .expect("write config");
+    let (code, text) = check(&no_acks);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("min_replica_acks is 0"), "{text}");
     send_signal(s.sentinels[0].pid(), "CONT");
 
     assert_no_overlap(monitor, &c, "one hung Sentinel");
@@ -352,7 +392,10 @@ fn sentinel_partition_leaves_one_leader() {
         "partition: {promoted} promoted {:?} after the cut",
         cut.elapsed()
     );
-    wait_until(PATIENCE, "N leads on the new master", || n.is_leading());
+    // Generous: the new master also needs a replica that follows it.
+    wait_until(Duration::from_secs(30), "N leads on the new master", || {
+        n.is_leading()
+    });
     eprintln!("partition: N leads {:?} after the cut", cut.elapsed());
     let during = monitor.snapshot();
     assert!(
@@ -934,12 +977,15 @@ fn redis_cluster_waits_for_the_slot_owners_replica_only() {
 
     cluster.nodes[own_replica].kill();
     wait_stepped_down(&c[leader], t.lease + Duration::from_secs(3));
-    assert!(
-        step_downs(&c[leader])
-            .iter()
-            .any(|l| l.contains("renew_failed")),
-        "{:?}",
-        step_downs(&c[leader])
+    // /leader answers 503 from safe-until on; the log line follows.
+    wait_until(
+        Duration::from_secs(5),
+        "the leader logs its step-down (renew_failed)",
+        || {
+            step_downs(&c[leader])
+                .iter()
+                .any(|l| l.contains("renew_failed"))
+        },
     );
     let quiet = Instant::now();
     while quiet.elapsed() < t.lease {

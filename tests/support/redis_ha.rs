@@ -364,13 +364,17 @@ pub fn wait_replica_synced(replica: &Node, timeout: Duration) {
 
 pub const MASTER_NAME: &str = "mymaster";
 
-/// A master, one replica and three Sentinels (quorum 2,
-/// down-after-milliseconds 1000), all discovered by each other.
+/// A master, two replicas and three Sentinels (quorum 2,
+/// down-after-milliseconds 1000), all discovered by each other. Only
+/// `replica` can be promoted; `spare` (replica-priority 0) follows whichever
+/// server is master, so that a new master has a replica to acknowledge
+/// writes (`min_replica_acks` is 1 by default with Sentinel).
 pub struct SentinelSetup {
     // Sentinels first: dropped (killed) before the servers they watch.
     pub sentinels: Vec<SentinelProc>,
     pub master: Node,
     pub replica: Node,
+    pub spare: Node,
 }
 
 pub struct SentinelProc {
@@ -482,13 +486,17 @@ impl SentinelSetup {
     /// Sentinels' hello messages go out every 2 s).
     pub fn start() -> SentinelSetup {
         let master = Node::plain(&[]);
-        let replica = Node::plain(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let port = master.port.to_string();
+        let replica = Node::plain(&["--replicaof", "127.0.0.1", &port]);
+        let spare = Node::plain(&["--replicaof", "127.0.0.1", &port, "--replica-priority", "0"]);
         wait_replica_synced(&replica, Duration::from_secs(15));
+        wait_replica_synced(&spare, Duration::from_secs(15));
         let sentinels = (0..3).map(|_| SentinelProc::start(master.port)).collect();
         let setup = SentinelSetup {
             sentinels,
             master,
             replica,
+            spare,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -501,7 +509,7 @@ impl SentinelSetup {
                         .map(|(_, v)| v.clone())
                         .unwrap_or_default()
                 };
-                get("num-slaves") == "1" && get("num-other-sentinels") == "2"
+                get("num-slaves") == "2" && get("num-other-sentinels") == "2"
             });
             if ready {
                 return setup;
@@ -533,23 +541,21 @@ impl SentinelSetup {
             .then_some(first)
     }
 
-    /// The server at `addr` (`127.0.0.1:port`): the master or the replica.
+    /// The server at `addr` (`127.0.0.1:port`).
     pub fn node_at(&self, addr: &str) -> &Node {
-        if addr == self.master.addr() {
-            &self.master
-        } else if addr == self.replica.addr() {
-            &self.replica
-        } else {
-            panic!("{addr} is neither the master nor the replica")
-        }
+        [&self.master, &self.replica, &self.spare]
+            .into_iter()
+            .find(|n| n.addr() == addr)
+            .unwrap_or_else(|| panic!("{addr} is not a server of the setup"))
     }
 
     /// Sentinels' view and logs, for failure messages.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "master {} replica {}\n",
+            "master {} replica {} spare {}\n",
             self.master.addr(),
-            self.replica.addr()
+            self.replica.addr(),
+            self.spare.addr()
         );
         for s in &self.sentinels {
             out.push_str(&format!(
@@ -983,7 +989,9 @@ impl NsServer {
     }
 
     /// A Sentinel watching the master at `master` (quorum 2, a master is
-    /// down after 1 s without an answer).
+    /// down after 1 s without an answer). After a failover it points every
+    /// replica at the new master at once, so that an unreachable one does
+    /// not hold up the others.
     pub fn sentinel(
         ns: &Arc<Netns>,
         host: &'static str,
@@ -1001,7 +1009,7 @@ impl NsServer {
              sentinel monitor {MASTER_NAME} {} {} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
              sentinel failover-timeout {MASTER_NAME} 3000\n\
-             sentinel parallel-syncs {MASTER_NAME} 1\n",
+             sentinel parallel-syncs {MASTER_NAME} 3\n",
             dir.path().display(),
             master.0,
             master.1,

@@ -1,13 +1,19 @@
 //! Redis high availability against real servers: Sentinel failovers while
-//! leading, `min_replica_acks`, TLS with a CA made by the test, ACL users and
-//! secret redaction, Redis Cluster, and the configuration errors of these
-//! modes.
+//! leading, a hung Sentinel, a partition that splits the Sentinels,
+//! `min_replica_acks`, TLS with a CA made by the test, ACL users and secret
+//! redaction, Redis Cluster (and `WAIT` there), a candidate far from Redis,
+//! and the configuration errors of these modes.
 //!
-//! Every process (redis-server, Sentinels, leaderd) runs on 127.0.0.1 in a
-//! tempdir of its own and is killed and reaped on drop; every wait is
-//! bounded. Safety ("never two leaders") is checked by a background monitor
-//! that polls every candidate's /leader round after round.
+//! Every process (redis-server, Sentinels, leaderd) runs in a tempdir of its
+//! own, on 127.0.0.1 or (the partition) in network namespaces the test
+//! creates, and is killed and reaped on drop; every wait is bounded. Safety
+//! ("never two leaders") is checked by a background monitor that polls every
+//! candidate's /leader round after round.
 
+#[path = "support/netns.rs"]
+mod netns;
+#[path = "support/proxy.rs"]
+mod proxy;
 #[path = "support/redis_ha.rs"]
 mod redis_ha;
 mod support;
@@ -15,6 +21,7 @@ mod support;
 use std::fs;
 use std::time::{Duration, Instant};
 
+use netns::ADDR_B;
 use redis_ha::*;
 use support::*;
 
@@ -112,7 +119,8 @@ fn wait_stepped_down(d: &Leaderd, timeout: Duration) -> Instant {
 
 /// SIGKILL of the master while leading: the leader steps down before its
 /// lease (as the replica, the next master, holds it) can expire; after the
-/// failover someone leads on the new master with a greater token.
+/// failover someone leads on the new master with a greater token (the spare
+/// replica, now following the new master, acknowledges it).
 #[test]
 fn sentinel_master_killed_while_leading() {
     let mut s = SentinelSetup::start();
@@ -243,6 +251,194 @@ fn sentinel_forced_failover_while_leading() {
     assert_no_overlap(monitor, &c, "forced failover");
     for d in &c {
         assert_no_panic(d);
+    }
+}
+
+/// One Sentinel hangs (SIGSTOP: it still accepts connections, never
+/// answers), the first one every candidate asks: the leader keeps its term,
+/// a handover still works, and a candidate started meanwhile follows.
+#[test]
+fn sentinel_one_hung_sentinel_does_not_stop_the_election() {
+    let s = SentinelSetup::start();
+    let name = "sentinel-hung";
+    let cfg = ha_config(name, SLOW, &sentinel_yaml(&s));
+    let c = start_candidates(&cfg, "sh", 2);
+    let all = refs(&c);
+    let monitor = Monitor::start(addrs(&c));
+    let first = wait_for_leader(&all, PATIENCE);
+
+    send_signal(s.sentinels[0].pid(), "STOP");
+    let hung = Instant::now();
+    // Two leases: long enough for a leader that cannot renew to step down.
+    while hung.elapsed() < SLOW.lease * 2 {
+        assert!(
+            c[first].is_leading(),
+            "the leader stopped leading {:?} after the first Sentinel hung:\n{}",
+            hung.elapsed(),
+            c[first].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        step_downs(&c[first]).is_empty(),
+        "{:?}",
+        step_downs(&c[first])
+    );
+
+    c[first].signal("TERM");
+    let next = &c[1 - first];
+    wait_until(PATIENCE, "the other candidate takes over", || {
+        next.is_leading()
+    });
+    assert_eq!(c[first].wait_exit(Duration::from_secs(10)), Some(0));
+
+    // A fresh candidate connects to every Sentinel while one hangs.
+    let late = Leaderd::start(&cfg, "sh-late");
+    wait_until(PATIENCE, "the late candidate names the leader", || {
+        late.status()["leader"] == next.identity() && late.get("/readyz").0 == 200
+    });
+
+    // `leaderd check` names the silent Sentinel, and is still satisfied:
+    // two of three name the master. The test servers run with
+    // min-replicas-to-write 0, which it warns about.
+    let check = |config: &std::path::Path| {
+        let out = run_leaderd(
+            &["check", "--config", &config.display().to_string()],
+            Duration::from_secs(20),
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = check(late.config_path());
+    eprintln!("leaderd check with a hung Sentinel:\n{text}");
+    assert_eq!(code, Some(0), "{text}");
+    let master = s.master.addr();
+    for expected in [
+        "a master counts when 2 of them name it",
+        &format!("{} names master {master}", s.sentinels[1].url()),
+        &format!("{}: no answer", s.sentinels[0].url()),
+        "min-replicas-to-write is 0",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("min_replica_acks is 0"), "{text}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_acks = dir.path().join("no-acks.yaml");
+    fs::write(
+        &no_acks,
+        cfg.replace("    sentinel:", "    min_replica_acks: 0\n    sentinel:"),
+    )
+    .expect("write config");
+    let (code, text) = check(&no_acks);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("min_replica_acks is 0"), "{text}");
+    send_signal(s.sentinels[0].pid(), "CONT");
+
+    assert_no_overlap(monitor, &c, "one hung Sentinel");
+    for d in c.iter().chain([&late]) {
+        assert_no_panic(d);
+    }
+}
+
+/// The partition of issue 10: {M1, R1, Sentinel s1, leader L} apart from
+/// {B1, B2, s2, s3, candidate N}, each candidate listing its nearest
+/// Sentinel first. The majority side promotes B1 or B2 and N leads there;
+/// L, which still reaches M1 and R1 (so its writes are even replicated),
+/// must step down because it cannot hear from a majority of the Sentinels.
+/// After the partition heals, L follows N.
+#[test]
+fn sentinel_partition_leaves_one_leader() {
+    let p = SentinelPartition::start();
+    let name = "sentinel-partition";
+    let urls: Vec<String> = p.sentinels.iter().map(NsServer::url).collect();
+    let config = |order: [usize; 3]| {
+        let listed: Vec<String> = order.iter().map(|&i| urls[i].clone()).collect();
+        ha_config(
+            name,
+            SLOW,
+            &format!(
+                "    sentinel:\n      master_name: {MASTER_NAME}\n      urls: {}\n",
+                yaml_list(&listed)
+            ),
+        )
+    };
+    let l = NsLeaderd::start(&p.net.a, &config([0, 1, 2]), "L", 9090);
+    wait_until(PATIENCE, "L leads", || l.is_leading());
+    let n = NsLeaderd::start(&p.net.b, &config([1, 2, 0]), "N", 9090);
+    wait_until(PATIENCE, "N follows L", || n.status()["leader"] == "L");
+    let old_token = l.status()["fencing_token"]
+        .as_u64()
+        .expect("L has a fencing token");
+    wait_until(PATIENCE, "every replica has L's term", || {
+        p.servers[1..].iter().all(|r| {
+            r.cmd(&["GET", &lock_key(name)])
+                .contains(&format!("\"token\":{old_token}"))
+        })
+    });
+    let monitor = Monitor::with_probes(vec![l.probe(), n.probe()]);
+
+    p.net.partition();
+    let cut = Instant::now();
+    let promoted = wait_for(
+        Duration::from_secs(30),
+        "the majority side's Sentinels promote a replica there",
+        || p.agreed_master(&[1, 2]).filter(|m| m.starts_with(ADDR_B)),
+    );
+    eprintln!(
+        "partition: {promoted} promoted {:?} after the cut",
+        cut.elapsed()
+    );
+    // Generous: the new master also needs a replica that follows it.
+    wait_until(Duration::from_secs(30), "N leads on the new master", || {
+        n.is_leading()
+    });
+    eprintln!("partition: N leads {:?} after the cut", cut.elapsed());
+    let during = monitor.snapshot();
+    assert!(
+        during.overlaps.is_empty(),
+        "two leaders during the partition (ms since the monitor started): {:?}\n--- L ---\n{}\n--- N ---\n{}",
+        during.overlaps,
+        l.log(),
+        n.log()
+    );
+    assert!(!l.is_leading(), "L still leads on the minority side");
+    assert!(
+        l.log()
+            .lines()
+            .any(|line| line.contains("stepped down") && line.contains("renew_failed")),
+        "L's step-down reason:\n{}",
+        l.log()
+    );
+    let new_token = n.status()["fencing_token"]
+        .as_u64()
+        .expect("N has a fencing token");
+    assert!(new_token > old_token, "{new_token} > {old_token}");
+    // N's term is on the new master.
+    let value = p.server_at(&promoted).cmd(&["GET", &lock_key(name)]);
+    assert!(value.contains("\"holder\":\"N\""), "{value}");
+
+    // Heal: the old master becomes a replica of the new one, and L follows.
+    p.net.heal();
+    wait_until(
+        Duration::from_secs(30),
+        "every Sentinel names the new master",
+        || p.agreed_master(&[0, 1, 2]).as_deref() == Some(promoted.as_str()),
+    );
+    wait_until(PATIENCE, "L follows N", || l.status()["leader"] == "N");
+    assert!(n.is_leading(), "{}", n.log());
+    let st = monitor.finish();
+    assert!(
+        st.overlaps.is_empty(),
+        "two leaders (ms since the monitor started): {:?}",
+        st.overlaps
+    );
+    assert!(st.rounds >= 5, "the monitor barely ran: {st:?}");
+    for log in [l.log(), n.log()] {
+        assert!(!log.contains("panicked"), "{log}");
     }
 }
 
@@ -726,6 +922,140 @@ fn redis_cluster_elects_one_leader_and_hands_over() {
     assert_no_overlap(monitor, &c, "cluster");
     for d in &c {
         assert_no_panic(d);
+    }
+}
+
+/// `min_replica_acks: 1` on a cluster of three masters with one replica
+/// each: only the replica of the master that owns the election's slot
+/// matters. Losing another master's replica changes nothing; losing the
+/// owner's stops the leader (nobody leads) until it is back.
+#[test]
+fn redis_cluster_waits_for_the_slot_owners_replica_only() {
+    let mut cluster = Cluster::with_replicas();
+    let name = "cluster-acks";
+    let t = Timing {
+        lease: Duration::from_millis(2000),
+        renew_deadline: Duration::from_millis(1200),
+        retry: Duration::from_millis(200),
+    };
+    let cfg = ha_config(
+        name,
+        t,
+        &format!(
+            "    urls: {}\n    cluster: true\n    min_replica_acks: 1\n",
+            yaml_list(&cluster.urls())
+        ),
+    );
+    let c = start_candidates(&cfg, "ca", 2);
+    let all = refs(&c);
+    let monitor = Monitor::start(addrs(&c));
+    let leader = wait_for_leader(&all, PATIENCE);
+    let token = token_of(&c[leader]);
+
+    let owner = cluster.owner_of(&lock_key(name));
+    let owner_port = owner.port;
+    let own_replica = cluster.replica_of(owner);
+    let other_master = cluster
+        .nodes
+        .iter()
+        .find(|n| n.port != owner_port && n.cmd(&["ROLE"]).starts_with("master"))
+        .expect("another master");
+    let other_replica = cluster.replica_of(other_master);
+
+    cluster.nodes[other_replica].kill();
+    let killed = Instant::now();
+    while killed.elapsed() < t.lease * 2 {
+        assert!(
+            c[leader].is_leading(),
+            "the leader stopped leading {:?} after another master's replica died:\n{}",
+            killed.elapsed(),
+            c[leader].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(token_of(&c[leader]), token, "the same term goes on");
+
+    cluster.nodes[own_replica].kill();
+    wait_stepped_down(&c[leader], t.lease + Duration::from_secs(3));
+    // /leader answers 503 from safe-until on; the log line follows.
+    wait_until(
+        Duration::from_secs(5),
+        "the leader logs its step-down (renew_failed)",
+        || {
+            step_downs(&c[leader])
+                .iter()
+                .any(|l| l.contains("renew_failed"))
+        },
+    );
+    let quiet = Instant::now();
+    while quiet.elapsed() < t.lease {
+        let round = leader_round(&all);
+        assert!(
+            !round.contains(&Some(200)),
+            "someone leads without the owner's replica: {round:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    cluster.nodes[own_replica].restart();
+    wait_replica_synced(&cluster.nodes[own_replica], Duration::from_secs(20));
+    let new = wait_for_leader(&all, PATIENCE);
+    assert!(token_of(&c[new]) > token);
+
+    assert_no_overlap(monitor, &c, "cluster min_replica_acks");
+    for d in &c {
+        assert_no_panic(d);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Latency
+// ---------------------------------------------------------------------------
+
+/// A candidate 70 ms away from Redis (each way), started after the delay
+/// is on, acquires: its round trip (140 ms) is below retry_period / 2, so
+/// connection set-up (connect, handshake, script load) must not eat the
+/// budget of its operations. A warmed-up leader keeps leading at 100 ms.
+#[test]
+fn a_candidate_70ms_away_acquires() {
+    let redis = RedisServer::start();
+    let proxy = proxy::Proxy::start(redis.port());
+    proxy.delay(Duration::from_millis(70));
+    let t = Timing {
+        lease: Duration::from_millis(2000),
+        renew_deadline: Duration::from_millis(1500),
+        retry: Duration::from_millis(300),
+    };
+    let cfg = ha_config("far", t, &format!("    urls: [\"{}\"]\n", proxy.url()));
+    let d = Leaderd::start(&cfg, "far-0");
+    let started = Instant::now();
+    wait_until(PATIENCE, "the candidate 70 ms away leads", || {
+        d.is_leading()
+    });
+    eprintln!("70 ms each way: leader {:?} after start", started.elapsed());
+    let token = token_of(&d);
+
+    // A second candidate behind the same delay follows, then takes over.
+    let e = Leaderd::start(&cfg, "far-1");
+    wait_until(PATIENCE, "the second candidate names the leader", || {
+        e.status()["leader"] == "far-0"
+    });
+    proxy.delay(Duration::from_millis(100));
+    let slower = Instant::now();
+    while slower.elapsed() < t.lease * 2 {
+        assert!(d.is_leading(), "lost the lease at 100 ms:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(token_of(&d), token);
+    proxy.delay(Duration::from_millis(70));
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
+    wait_until(PATIENCE, "the second candidate takes over", || {
+        e.is_leading()
+    });
+    assert!(token_of(&e) > token);
+    for x in [&d, &e] {
+        assert_no_panic(x);
     }
 }
 

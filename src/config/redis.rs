@@ -35,9 +35,20 @@ pub struct RedisConfig {
     #[serde(default)]
     pub tls_ca_file: String,
     /// After acquire and renew, `WAIT` for this many replicas to have the
-    /// write; fewer counts as a failed acquire or renewal.
-    #[serde(default)]
-    pub min_replica_acks: u32,
+    /// write; fewer counts as a failed acquire or renewal. Unset: see
+    /// [`RedisConfig::min_replica_acks`].
+    #[serde(default, rename = "min_replica_acks")]
+    pub min_replica_acks_setting: Option<u32>,
+}
+
+impl RedisConfig {
+    /// How many replicas must acknowledge each grant and renewal: as set,
+    /// else 1 with Sentinel (a failover promotes a replica, which must hold
+    /// the term) and 0 otherwise.
+    pub fn min_replica_acks(&self) -> u32 {
+        self.min_replica_acks_setting
+            .unwrap_or(if self.sentinel.is_some() { 1 } else { 0 })
+    }
 }
 
 fn default_key_prefix() -> String {
@@ -113,9 +124,22 @@ pub fn validate(redis: &RedisConfig, election: &ElectionConfig) -> Result<RedisS
                 ));
             }
             for (i, url) in sentinel.urls.iter().enumerate() {
-                check_url(url).map_err(|reason| {
-                    problem(&format!("backend.redis.sentinel.urls[{i}]"), reason)
-                })?;
+                let field = format!("backend.redis.sentinel.urls[{i}]");
+                check_url(url).map_err(|reason| problem(&field, reason))?;
+                // A Sentinel listed twice would vote twice.
+                if let Some(first) = sentinel.urls[..i]
+                    .iter()
+                    .position(|other| server_of(other) == server_of(url))
+                {
+                    return Err(problem(
+                        &field,
+                        format!(
+                            "{:?} names the same Sentinel as urls[{first}]; each Sentinel counts once \
+                             towards the majority that must name the master",
+                            redact_url(url)
+                        ),
+                    ));
+                }
             }
         }
         (None, true) => {
@@ -184,7 +208,7 @@ pub fn validate(redis: &RedisConfig, election: &ElectionConfig) -> Result<RedisS
             ),
         ));
     }
-    if redis.min_replica_acks > 0 && n >= 3 && !redis.cluster {
+    if redis.min_replica_acks() > 0 && n >= 3 && !redis.cluster {
         return Err(problem(
             "backend.redis.min_replica_acks",
             "applies to a single master or Sentinel; quorum mode uses independent masters without replicas".into(),
@@ -237,6 +261,16 @@ fn read_secret(path: &str, field: &str) -> Result<Option<Secret>, Problem> {
     Ok(Some(Secret(secret)))
 }
 
+/// `host:port` of a valid Redis URL (6379 when the port is left out).
+fn server_of(url: &str) -> Option<String> {
+    let parsed = redis::parse_redis_url(url)?;
+    Some(format!(
+        "{}:{}",
+        parsed.host_str().unwrap_or_default().to_ascii_lowercase(),
+        parsed.port().unwrap_or(6379)
+    ))
+}
+
 fn check_url(url: &str) -> Result<(), String> {
     let scheme = url.split("://").next().unwrap_or_default();
     if !url.contains("://") || !matches!(scheme, "redis" | "rediss") {
@@ -248,4 +282,44 @@ fn check_url(url: &str) -> Result<(), String> {
     redis::parse_redis_url(url)
         .ok_or_else(|| format!("{:?} is not a valid Redis URL", redact_url(url)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Config;
+    use super::*;
+
+    fn settings(redis_yaml: &str) -> Result<RedisSettings, Problem> {
+        let yaml = format!("election:\n  name: demo\nbackend:\n  redis:\n{redis_yaml}");
+        let config = Config::parse(Path::new("test.yaml"), &yaml).expect("parses");
+        let redis = config.backend.redis.expect("a redis section");
+        validate(&redis, &config.election)
+    }
+
+    const SENTINELS: &str = "    sentinel:\n      master_name: mymaster\n      urls: [\"redis://s1:26379\", \"redis://s2:26379\", \"redis://s3:26379\"]\n";
+
+    #[test]
+    fn sentinel_waits_for_one_replica_unless_told_otherwise() {
+        let s = settings(SENTINELS).expect("valid");
+        assert_eq!(s.config.min_replica_acks(), 1);
+        let s = settings(&format!("{SENTINELS}    min_replica_acks: 0\n")).expect("valid");
+        assert_eq!(s.config.min_replica_acks(), 0);
+        let s = settings(&format!("{SENTINELS}    min_replica_acks: 2\n")).expect("valid");
+        assert_eq!(s.config.min_replica_acks(), 2);
+        let s = settings("    urls: [\"redis://a:6379\"]\n").expect("valid");
+        assert_eq!(s.config.min_replica_acks(), 0);
+    }
+
+    #[test]
+    fn a_sentinel_listed_twice_is_refused() {
+        let twice = "    sentinel:\n      master_name: mymaster\n      urls: [\"redis://s1:26379\", \"redis://S1:26379/0\", \"redis://s3:26379\"]\n";
+        let (field, reason) = settings(twice).expect_err("refused");
+        assert_eq!(field, "backend.redis.sentinel.urls[1]");
+        assert!(reason.contains("urls[0]"), "{reason}");
+        // Another port is another Sentinel.
+        let two_ports = "    sentinel:\n      master_name: mymaster\n      urls: [\"redis://s1:26379\", \"redis://s1:26380\", \"redis://s1:26381\"]\n";
+        assert!(settings(two_ports).is_ok());
+    }
 }

@@ -1,13 +1,20 @@
 //! Support for the Redis high-availability tests (`tests/redis_ha.rs`):
 //! redis-server processes with arbitrary options (replicas, TLS, ACL users,
-//! cluster nodes), Sentinels, a Redis Cluster, a test CA made with rcgen,
+//! cluster nodes), Sentinels, a Redis Cluster (with or without replicas), a
+//! test CA made with rcgen, servers and leaderd in network namespaces,
 //! and a monitor that checks "never two leaders" in the background.
 //!
-//! Everything runs on 127.0.0.1, in tempdirs, and every process is killed
+//! Everything runs on 127.0.0.1 (or in namespaces the test creates), in
+//! tempdirs, and every process is killed
 //! and reaped on drop. Every wait is bounded.
 //!
+//! The Sentinel partition runs in two network namespaces the test creates
+//! (see `netns.rs`): the minority side's leader, master and Sentinel apart
+//! from the majority side's.
+//!
 //! Included with `#[path = "support/redis_ha.rs"] mod redis_ha;` next to
-//! `mod support;` (it uses `crate::support`).
+//! `mod support;` and `#[path = "support/netns.rs"] mod netns;` (it uses
+//! `crate::support` and `crate::netns`).
 #![allow(dead_code)]
 
 use std::fs;
@@ -20,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::support::{PROBE_TIMEOUT, free_port, http_get, render_raw};
+use crate::netns::{ADDR_A, ADDR_B, Netns, NetnsPair};
+use crate::support::{PROBE_TIMEOUT, free_port, http_get, render_raw, wait_until};
 
 /// Timeout of one helper command to a Redis server or a Sentinel.
 const CMD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,12 +45,23 @@ pub fn query(
     auth: Option<(&str, &str)>,
     args: &[&str],
 ) -> redis::RedisResult<redis::Value> {
+    query_at("127.0.0.1", port, auth, args)
+}
+
+/// [`query`] to `host:port` (a server in a network namespace, from a
+/// thread that joined it).
+pub fn query_at(
+    host: &str,
+    port: u16,
+    auth: Option<(&str, &str)>,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
     use redis::{ConnectionLike, IntoConnectionInfo};
     let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
     if let Some((user, password)) = auth {
         settings = settings.set_username(user).set_password(password);
     }
-    let info = ("127.0.0.1", port)
+    let info = (host, port)
         .into_connection_info()?
         .set_redis_settings(settings);
     let mut con = redis::Client::open(info)?.get_connection_with_timeout(CMD_TIMEOUT)?;
@@ -345,13 +364,17 @@ pub fn wait_replica_synced(replica: &Node, timeout: Duration) {
 
 pub const MASTER_NAME: &str = "mymaster";
 
-/// A master, one replica and three Sentinels (quorum 2,
-/// down-after-milliseconds 1000), all discovered by each other.
+/// A master, two replicas and three Sentinels (quorum 2,
+/// down-after-milliseconds 1000), all discovered by each other. Only
+/// `replica` can be promoted; `spare` (replica-priority 0) follows whichever
+/// server is master, so that a new master has a replica to acknowledge
+/// writes (`min_replica_acks` is 1 by default with Sentinel).
 pub struct SentinelSetup {
     // Sentinels first: dropped (killed) before the servers they watch.
     pub sentinels: Vec<SentinelProc>,
     pub master: Node,
     pub replica: Node,
+    pub spare: Node,
 }
 
 pub struct SentinelProc {
@@ -417,6 +440,10 @@ impl SentinelProc {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.proc.pid().expect("the Sentinel is running")
+    }
+
     pub fn cmd(&self, args: &[&str]) -> String {
         query_text(self.port, None, args)
     }
@@ -459,13 +486,17 @@ impl SentinelSetup {
     /// Sentinels' hello messages go out every 2 s).
     pub fn start() -> SentinelSetup {
         let master = Node::plain(&[]);
-        let replica = Node::plain(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let port = master.port.to_string();
+        let replica = Node::plain(&["--replicaof", "127.0.0.1", &port]);
+        let spare = Node::plain(&["--replicaof", "127.0.0.1", &port, "--replica-priority", "0"]);
         wait_replica_synced(&replica, Duration::from_secs(15));
+        wait_replica_synced(&spare, Duration::from_secs(15));
         let sentinels = (0..3).map(|_| SentinelProc::start(master.port)).collect();
         let setup = SentinelSetup {
             sentinels,
             master,
             replica,
+            spare,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -478,7 +509,7 @@ impl SentinelSetup {
                         .map(|(_, v)| v.clone())
                         .unwrap_or_default()
                 };
-                get("num-slaves") == "1" && get("num-other-sentinels") == "2"
+                get("num-slaves") == "2" && get("num-other-sentinels") == "2"
             });
             if ready {
                 return setup;
@@ -510,23 +541,21 @@ impl SentinelSetup {
             .then_some(first)
     }
 
-    /// The server at `addr` (`127.0.0.1:port`): the master or the replica.
+    /// The server at `addr` (`127.0.0.1:port`).
     pub fn node_at(&self, addr: &str) -> &Node {
-        if addr == self.master.addr() {
-            &self.master
-        } else if addr == self.replica.addr() {
-            &self.replica
-        } else {
-            panic!("{addr} is neither the master nor the replica")
-        }
+        [&self.master, &self.replica, &self.spare]
+            .into_iter()
+            .find(|n| n.addr() == addr)
+            .unwrap_or_else(|| panic!("{addr} is not a server of the setup"))
     }
 
     /// Sentinels' view and logs, for failure messages.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "master {} replica {}\n",
+            "master {} replica {} spare {}\n",
             self.master.addr(),
-            self.replica.addr()
+            self.replica.addr(),
+            self.spare.addr()
         );
         for s in &self.sentinels {
             out.push_str(&format!(
@@ -544,14 +573,31 @@ impl SentinelSetup {
 // Redis Cluster
 // ---------------------------------------------------------------------------
 
-/// Three cluster masters (no replicas), slots assigned, `cluster_state:ok`.
+/// Three cluster masters, slots assigned, `cluster_state:ok`; with
+/// [`Cluster::with_replicas`] one replica each as well.
 pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
 impl Cluster {
+    /// Three masters, no replicas.
     pub fn start() -> Cluster {
-        let nodes: Vec<Node> = (0..3)
+        Cluster::start_with(0)
+    }
+
+    /// Three masters with one replica each, every replica synced.
+    pub fn with_replicas() -> Cluster {
+        let cluster = Cluster::start_with(1);
+        for node in &cluster.nodes {
+            if node.cmd(&["ROLE"]).starts_with("slave") {
+                wait_replica_synced(node, Duration::from_secs(20));
+            }
+        }
+        cluster
+    }
+
+    fn start_with(replicas: usize) -> Cluster {
+        let nodes: Vec<Node> = (0..3 * (1 + replicas))
             .map(|_| {
                 let bus = free_port().to_string();
                 Node::plain(&[
@@ -571,7 +617,7 @@ impl Cluster {
         for node in &nodes {
             cmd.arg(node.addr());
         }
-        cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
         let out = run_bounded(cmd, Duration::from_secs(30));
         assert!(out.0, "redis-cli --cluster create failed:\n{}", out.1);
         let cluster = Cluster { nodes };
@@ -598,6 +644,46 @@ impl Cluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(Node::url).collect()
+    }
+
+    /// The master that owns the slot of `key`.
+    pub fn owner_of(&self, key: &str) -> &Node {
+        let slot: u16 = self.nodes[0]
+            .cmd(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .expect("CLUSTER KEYSLOT is a number");
+        self.nodes
+            .iter()
+            .find(|n| n.cmd(&["ROLE"]).starts_with("master") && self.serves(n, slot))
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// Whether master `node` serves `slot` (its own line of CLUSTER NODES).
+    fn serves(&self, node: &Node, slot: u16) -> bool {
+        let nodes = node.cmd(&["CLUSTER", "NODES"]);
+        let Some(line) = nodes.lines().find(|l| l.contains("myself")) else {
+            return false;
+        };
+        line.split_whitespace().skip(8).any(|range| {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            match (lo.parse::<u16>(), hi.parse::<u16>()) {
+                (Ok(lo), Ok(hi)) => (lo..=hi).contains(&slot),
+                _ => false,
+            }
+        })
+    }
+
+    /// The index in `nodes` of the replica of `master`.
+    pub fn replica_of(&self, master: &Node) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| {
+                let role = n.cmd(&["ROLE"]);
+                let lines: Vec<&str> = role.lines().collect();
+                lines.first() == Some(&"slave")
+                    && lines.get(2) == Some(&master.port.to_string().as_str())
+            })
+            .unwrap_or_else(|| panic!("master {} has no replica", master.addr()))
     }
 }
 
@@ -781,8 +867,31 @@ pub struct MonitorState {
     pub led_rounds: usize,
 }
 
+/// One candidate as the [`Monitor`] sees it: a name and a way to get the
+/// status code of its GET /leader (`None`: no timely answer).
+pub type Probe = (String, Arc<dyn Fn() -> Option<u16> + Send + Sync>);
+
 impl Monitor {
+    /// Probes candidates on 127.0.0.1, named by their addresses.
     pub fn start(addrs: Vec<String>) -> Monitor {
+        Monitor::with_probes(
+            addrs
+                .into_iter()
+                .map(|addr| {
+                    let probe_addr = addr.clone();
+                    let probe: Probe = (
+                        addr,
+                        Arc::new(move || {
+                            http_get(&probe_addr, "/leader", PROBE_TIMEOUT).map(|r| r.0)
+                        }),
+                    );
+                    probe
+                })
+                .collect(),
+        )
+    }
+
+    pub fn with_probes(probes: Vec<Probe>) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(MonitorState::default()));
         let (stop2, state2) = (stop.clone(), state.clone());
@@ -790,22 +899,20 @@ impl Monitor {
             let began = Instant::now();
             while !stop2.load(Ordering::Relaxed) {
                 let codes: Vec<Option<u16>> = thread::scope(|s| {
-                    let probes: Vec<_> = addrs
+                    let running: Vec<_> = probes
                         .iter()
-                        .map(|a| {
-                            s.spawn(move || http_get(a, "/leader", PROBE_TIMEOUT).map(|r| r.0))
-                        })
+                        .map(|(_, probe)| s.spawn(move || probe()))
                         .collect();
-                    probes
+                    running
                         .into_iter()
                         .map(|p| p.join().unwrap_or(None))
                         .collect()
                 });
-                let leaders: Vec<String> = addrs
+                let leaders: Vec<String> = probes
                     .iter()
                     .zip(&codes)
                     .filter(|(_, c)| **c == Some(200))
-                    .map(|(a, _)| a.clone())
+                    .map(|((name, _), _)| name.clone())
                     .collect();
                 let mut st = state2.lock().expect("monitor state");
                 st.rounds += 1;
@@ -846,5 +953,351 @@ impl Monitor {
 impl Drop for Monitor {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sentinel across a network partition (network namespaces)
+// ---------------------------------------------------------------------------
+
+/// A redis-server or a Sentinel in a network namespace, bound to
+/// `host:port` there (fresh namespaces: fixed ports cannot clash).
+pub struct NsServer {
+    pub host: &'static str,
+    pub port: u16,
+    ns: Arc<Netns>,
+    proc: Proc,
+    _dir: TempDir,
+}
+
+impl NsServer {
+    /// A redis-server with `extra` options.
+    pub fn redis(ns: &Arc<Netns>, host: &'static str, port: u16, extra: &[&str]) -> NsServer {
+        let dir = tempfile::tempdir().expect("tempdir for redis");
+        let mut cmd = ns.command("/usr/bin/redis-server");
+        cmd.args(["--bind", host])
+            .args(["--port", &port.to_string()])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(["--protected-mode", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra);
+        NsServer::spawn(ns, host, port, cmd, dir)
+    }
+
+    /// A Sentinel watching the master at `master` (quorum 2, a master is
+    /// down after 1 s without an answer). After a failover it points every
+    /// replica at the new master at once, so that an unreachable one does
+    /// not hold up the others.
+    pub fn sentinel(
+        ns: &Arc<Netns>,
+        host: &'static str,
+        port: u16,
+        master: (&str, u16),
+    ) -> NsServer {
+        let dir = tempfile::tempdir().expect("tempdir for sentinel");
+        let conf = dir.path().join("sentinel.conf");
+        let text = format!(
+            "port {port}\n\
+             bind {host}\n\
+             daemonize no\n\
+             protected-mode no\n\
+             dir {}\n\
+             sentinel monitor {MASTER_NAME} {} {} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel failover-timeout {MASTER_NAME} 3000\n\
+             sentinel parallel-syncs {MASTER_NAME} 3\n",
+            dir.path().display(),
+            master.0,
+            master.1,
+        );
+        fs::write(&conf, text).expect("write sentinel.conf");
+        let mut cmd = ns.command("/usr/bin/redis-server");
+        cmd.arg(&conf).arg("--sentinel");
+        NsServer::spawn(ns, host, port, cmd, dir)
+    }
+
+    fn spawn(ns: &Arc<Netns>, host: &'static str, port: u16, cmd: Command, dir: TempDir) -> Self {
+        let log_path = dir.path().join("server.log");
+        let mut proc = Proc::spawn(cmd, &log_path).unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = proc.exited() {
+                panic!("{host}:{port} exited ({status}):\n{}", proc.log());
+            }
+            if ns.run(|| query_at(host, port, None, &["PING"]).is_ok()) {
+                return NsServer {
+                    host,
+                    port,
+                    ns: ns.clone(),
+                    proc,
+                    _dir: dir,
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{host}:{port} not ready in 10s:\n{}",
+                proc.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}:{}", self.host, self.port)
+    }
+
+    /// One command from inside the namespace (see [`query_text`]).
+    pub fn cmd(&self, args: &[&str]) -> String {
+        self.ns
+            .run(|| match query_at(self.host, self.port, None, args) {
+                Ok(reply) => render_raw(&reply),
+                Err(e) => format!("ERR(transport: {e})"),
+            })
+    }
+
+    /// The master's `host:port` as this Sentinel names it.
+    pub fn master_addr(&self) -> Option<String> {
+        let text = self.cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
+        let mut lines = text.lines();
+        match (lines.next(), lines.next(), lines.next()) {
+            (Some(host), Some(port), None) if !host.starts_with("ERR") => {
+                Some(format!("{host}:{port}"))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid().expect("the server is running")
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+/// The partition of the issue: namespace `a` holds the master M1, its
+/// replica R1 and Sentinel s1; namespace `b` holds two more replicas of M1
+/// and Sentinels s2 and s3. Cutting the link leaves `b` with the Sentinel
+/// majority (it promotes one of its replicas) and `a` with a master that
+/// still takes writes, acknowledged by a replica.
+pub struct SentinelPartition {
+    // Processes first: dropped (killed) before the namespaces go.
+    /// s1 (in `a`), s2 and s3 (in `b`).
+    pub sentinels: Vec<NsServer>,
+    /// M1 and R1 (in `a`), B1 and B2 (in `b`).
+    pub servers: Vec<NsServer>,
+    pub net: NetnsPair,
+}
+
+impl SentinelPartition {
+    pub fn start() -> SentinelPartition {
+        let net = NetnsPair::create();
+        let (a, b) = (net.a.clone(), net.b.clone());
+        let m1 = NsServer::redis(&a, ADDR_A, 6379, &[]);
+        let replica = ["--replicaof", ADDR_A, "6379"];
+        let servers = vec![
+            m1,
+            NsServer::redis(&a, ADDR_A, 6380, &replica),
+            NsServer::redis(&b, ADDR_B, 6379, &replica),
+            NsServer::redis(&b, ADDR_B, 6380, &replica),
+        ];
+        for r in &servers[1..] {
+            wait_until(Duration::from_secs(15), "a replica is synced", || {
+                info_field(&r.cmd(&["INFO", "replication"]), "master_link_status").as_deref()
+                    == Some("up")
+            });
+        }
+        let master = (ADDR_A, 6379);
+        let sentinels = vec![
+            NsServer::sentinel(&a, ADDR_A, 26379, master),
+            NsServer::sentinel(&b, ADDR_B, 26379, master),
+            NsServer::sentinel(&b, ADDR_B, 26380, master),
+        ];
+        let setup = SentinelPartition {
+            sentinels,
+            servers,
+            net,
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "the Sentinels know each other and the three replicas",
+            || {
+                setup.sentinels.iter().all(|s| {
+                    let text = s.cmd(&["SENTINEL", "MASTER", MASTER_NAME]);
+                    let lines: Vec<&str> = text.lines().collect();
+                    let get = |k: &str| {
+                        lines
+                            .chunks(2)
+                            .find(|pair| pair[0] == k)
+                            .and_then(|pair| pair.get(1).copied())
+                    };
+                    get("num-slaves") == Some("3") && get("num-other-sentinels") == Some("2")
+                })
+            },
+        );
+        setup
+    }
+
+    /// The server at `addr`.
+    pub fn server_at(&self, addr: &str) -> &NsServer {
+        self.servers
+            .iter()
+            .find(|s| s.addr() == addr)
+            .unwrap_or_else(|| panic!("no server at {addr}"))
+    }
+
+    /// The master's address if every Sentinel in `which` names the same.
+    pub fn agreed_master(&self, which: &[usize]) -> Option<String> {
+        let addrs: Vec<Option<String>> = which
+            .iter()
+            .map(|&i| self.sentinels[i].master_addr())
+            .collect();
+        let first = addrs.first()?.clone()?;
+        addrs
+            .iter()
+            .all(|a| a.as_deref() == Some(first.as_str()))
+            .then_some(first)
+    }
+
+    /// Sentinels' views and logs, for failure messages.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for s in &self.sentinels {
+            out.push_str(&format!(
+                "--- sentinel {} names {:?}\n{}\n",
+                s.addr(),
+                s.master_addr(),
+                s.log()
+            ));
+        }
+        out
+    }
+}
+
+/// `leaderd run` inside a network namespace, its HTTP API on the
+/// namespace's 127.0.0.1:`port`. Killed and reaped on drop.
+pub struct NsLeaderd {
+    identity: String,
+    port: u16,
+    ns: Arc<Netns>,
+    child: Mutex<Child>,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl NsLeaderd {
+    pub fn start(ns: &Arc<Netns>, config_yaml: &str, identity: &str, port: u16) -> NsLeaderd {
+        let dir = tempfile::tempdir().expect("tempdir for leaderd");
+        let config_path = dir.path().join("leaderd.yaml");
+        fs::write(&config_path, config_yaml).expect("write leaderd config");
+        let log_path = dir.path().join("leaderd.log");
+        let log = fs::File::create(&log_path).expect("create leaderd log");
+        let mut cmd = ns.command(crate::support::leaderd_bin());
+        for var in [
+            "LEADERD_CONFIG",
+            "LEADERD_IDENTITY",
+            "LEADERD_LISTEN",
+            "POD_NAME",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--identity")
+            .arg(identity)
+            .env("LEADERD_LOG", "info,leaderd=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn leaderd in a namespace");
+        let d = NsLeaderd {
+            identity: identity.to_string(),
+            port,
+            ns: ns.clone(),
+            child: Mutex::new(child),
+            log_path,
+            _dir: dir,
+        };
+        wait_until(Duration::from_secs(10), "leaderd answers /healthz", || {
+            let exited = d
+                .child
+                .lock()
+                .expect("child lock")
+                .try_wait()
+                .ok()
+                .flatten();
+            assert!(exited.is_none(), "leaderd exited:\n{}", d.log());
+            d.get("/healthz").map(|(code, _)| code) == Some(200)
+        });
+        d
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// GET from inside the namespace; `None` without a timely answer.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let addr = format!("127.0.0.1:{}", self.port);
+        self.ns
+            .run(|| http_get(&addr, path, Duration::from_secs(1)))
+    }
+
+    pub fn leader_code(&self) -> Option<u16> {
+        let addr = format!("127.0.0.1:{}", self.port);
+        self.ns
+            .run(|| http_get(&addr, "/leader", PROBE_TIMEOUT).map(|r| r.0))
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.leader_code() == Some(200)
+    }
+
+    /// GET /status as JSON (`Null` without an answer).
+    pub fn status(&self) -> serde_json::Value {
+        self.get("/status")
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// What the [`Monitor`] polls.
+    pub fn probe(&self) -> Probe {
+        let ns = self.ns.clone();
+        let addr = format!("127.0.0.1:{}", self.port);
+        (
+            self.identity.clone(),
+            Arc::new(move || ns.run(|| http_get(&addr, "/leader", PROBE_TIMEOUT).map(|r| r.0))),
+        )
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for NsLeaderd {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+        if thread::panicking() {
+            eprintln!(
+                "--- leaderd {} log ---\n{}\n--- end of log ---",
+                self.identity,
+                self.log()
+            );
+        }
     }
 }

@@ -90,7 +90,7 @@ impl RedisBackend {
             keys,
             node_timeout: (lease_duration / 20)
                 .clamp(Duration::from_millis(50), Duration::from_secs(1)),
-            min_replica_acks: settings.config.min_replica_acks,
+            min_replica_acks: settings.config.min_replica_acks(),
             follows_failover: settings.config.sentinel.is_some(),
             term_master: std::sync::Mutex::new(None),
             highest_token_seen: AtomicU64::new(0),

@@ -30,6 +30,16 @@ impl Scripts {
             seal: Script::new(include_str!("seal.lua")),
         }
     }
+
+    /// Every script, for loading them when a connection opens.
+    pub fn all(&self) -> Vec<Script> {
+        vec![
+            self.acquire.clone(),
+            self.renew.clone(),
+            self.release.clone(),
+            self.seal.clone(),
+        ]
+    }
 }
 
 /// What one server answered to an acquire.
@@ -99,6 +109,8 @@ pub struct Node {
 
 impl Node {
     pub fn new(connection: Connection, keys: Keys, scripts: Arc<Scripts>) -> Node {
+        // Connects now, in the background, loading the scripts.
+        connection.prepare(scripts.all(), &keys.lock);
         Node {
             connection: Arc::new(connection),
             keys,
@@ -162,15 +174,9 @@ impl Node {
             .as_millis()
             .max(1);
         let wait_ms = u64::try_from(wait_ms).unwrap_or(u64::MAX);
-        let acked: i64 = self
+        let acked = self
             .connection
-            .run(deadline, |mut conn| async move {
-                redis::cmd("WAIT")
-                    .arg(replicas)
-                    .arg(wait_ms)
-                    .query_async(&mut conn)
-                    .await
-            })
+            .wait_for_replicas(replicas, wait_ms, deadline)
             .await?;
         if acked < i64::from(replicas) {
             return Err(BackendError::new(format!(

@@ -2,8 +2,11 @@
 //!
 //! Refuses servers that lack what the scripts need and warns about settings
 //! that can silently break the lock (an eviction policy that may delete the
-//! lease or the fencing counter).
+//! lease or the fencing counter). With Sentinel, shows what every Sentinel
+//! names and warns about what weakens the majority rule or lets a failover
+//! lose a term.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -42,8 +45,18 @@ pub async fn preflight(settings: &RedisSettings, keys: &Keys, timeout: Duration)
             connections.len() / 2 + 1
         ));
     }
+    let sentinel = settings.config.sentinel.is_some();
     for connection in &connections {
-        let report = check(connection, keys, quorum, timeout).await;
+        if sentinel {
+            sentinel_report(
+                connection,
+                settings.config.min_replica_acks(),
+                timeout,
+                &mut result,
+            )
+            .await;
+        }
+        let report = check(connection, keys, quorum, sentinel, timeout).await;
         result.facts.push(if report.version.is_empty() {
             format!("redis {}", report.url)
         } else {
@@ -69,10 +82,82 @@ pub async fn preflight(settings: &RedisSettings, keys: &Keys, timeout: Duration)
     result
 }
 
+/// What each Sentinel names, and what weakens the majority rule or lets a
+/// failover lose a term. Whether a majority agrees shows as the master's
+/// own check failing or not.
+async fn sentinel_report(
+    connection: &Connection,
+    min_replica_acks: u32,
+    timeout: Duration,
+    result: &mut Preflight,
+) {
+    let Some((views, majority)) = connection.sentinel_views(Instant::now() + timeout).await else {
+        return;
+    };
+    let total = views.len();
+    result.facts.push(format!(
+        "Sentinel: {total} configured; a master counts when {majority} of them name it"
+    ));
+    let mut named: HashMap<&str, usize> = HashMap::new();
+    for view in &views {
+        match &view.answer {
+            Ok(Some(master)) => {
+                *named.entry(master.as_str()).or_default() += 1;
+                result
+                    .facts
+                    .push(format!("sentinel {} names master {master}", view.sentinel));
+            }
+            Ok(None) => result.warnings.push(format!(
+                "sentinel {} does not know the master's name",
+                view.sentinel
+            )),
+            Err(err) => result
+                .warnings
+                .push(format!("sentinel {}: {err}", view.sentinel)),
+        }
+    }
+    if named.len() > 1 {
+        result.warnings.push(format!(
+            "the Sentinels name different masters ({}); only one named by {majority} counts",
+            named
+                .iter()
+                .map(|(master, n)| format!("{master} by {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if total == 1 {
+        result.warnings.push(
+            "only one Sentinel: if it fails or is cut off, nobody can lead; list three or more"
+                .into(),
+        );
+    } else if total.is_multiple_of(2) {
+        result.warnings.push(format!(
+            "{total} Sentinels: {majority} must agree, so an even count tolerates no more \
+             failures than {}; list an odd number",
+            total - 1
+        ));
+    }
+    if min_replica_acks == 0 {
+        result.warnings.push(
+            "backend.redis.min_replica_acks is 0: a failover can promote a replica that never \
+             received the current term, and a new leader can start while the old one still \
+             leads; leave it at 1 (the default with Sentinel)"
+                .into(),
+        );
+    }
+}
+
 /// The oldest Redis with `SET ... NX PX` (2.6.12).
 const MINIMUM_VERSION: (u64, u64, u64) = (2, 6, 12);
 
-async fn check(connection: &Connection, keys: &Keys, quorum: bool, timeout: Duration) -> Report {
+async fn check(
+    connection: &Connection,
+    keys: &Keys,
+    quorum: bool,
+    sentinel: bool,
+    timeout: Duration,
+) -> Report {
     let mut report = Report {
         url: connection.shown_url().to_string(),
         ..Report::default()
@@ -139,6 +224,9 @@ async fn check(connection: &Connection, keys: &Keys, quorum: bool, timeout: Dura
     if quorum {
         persistence_warnings(connection, deadline, &mut report).await;
     }
+    if sentinel {
+        isolation_warning(connection, deadline, &mut report).await;
+    }
 
     let holder: Result<Option<String>, _> = connection
         .run(deadline, |mut conn| {
@@ -198,6 +286,31 @@ async fn persistence_warnings(connection: &Connection, deadline: Instant, report
             value("appendonly"),
             value("appendfsync")
         ));
+    }
+}
+
+/// Sentinel: a master cut off from its replicas should stop taking writes.
+async fn isolation_warning(connection: &Connection, deadline: Instant, report: &mut Report) {
+    let setting: Result<Vec<String>, _> = connection
+        .run(deadline, |mut conn| async move {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("min-replicas-to-write")
+                .query_async(&mut conn)
+                .await
+        })
+        .await;
+    match setting.as_deref() {
+        Ok([_, value]) if value == "0" => report.warnings.push(
+            "min-replicas-to-write is 0: a master cut off from its replicas (the minority side \
+             of a partition) keeps taking writes; set min-replicas-to-write 1 and \
+             min-replicas-max-lag on every server of the group"
+                .into(),
+        ),
+        Ok(_) => {}
+        Err(err) => report.warnings.push(format!(
+            "cannot read min-replicas-to-write (CONFIG may be disabled): {err}; make sure it is at least 1"
+        )),
     }
 }
 

@@ -446,13 +446,15 @@ fn forbidden_patch_is_counted_and_logged_and_election_goes_on() {
             && l.contains(ns)),
         "no error line naming verb (patch), resource (pods) and namespace ({ns}):\n{log}"
     );
-    let until = Instant::now() + LEASE * 2;
-    while Instant::now() < until {
-        assert!(
-            a.is_leading(),
-            "a forbidden label update cost the leadership"
-        );
-    }
+    // Two more leases of 403s, and the term goes on (counted, not probed:
+    // a probe that times out on a busy machine says nothing about the term).
+    std::thread::sleep(LEASE * 2);
+    assert_eq!(
+        a.metric("leaderd_leadership_lost_total"),
+        0.0,
+        "a forbidden label update cost the leadership"
+    );
+    assert!(a.is_leading() || a.leader_code().is_none());
     assert_eq!(kube.labels(ns, "pod-0").get(KEY), None);
 
     // Permission granted: the retries get through.

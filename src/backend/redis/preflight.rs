@@ -23,6 +23,7 @@ struct Report {
     url: String,
     version: String,
     current_holder: Option<String>,
+    facts: Vec<String>,
     errors: Vec<String>,
     warnings: Vec<String>,
 }
@@ -72,6 +73,9 @@ pub async fn preflight(settings: &RedisSettings, keys: &Keys, timeout: Duration)
             None => {}
         }
         let url = &report.url;
+        result
+            .facts
+            .extend(report.facts.iter().map(|f| format!("{url}: {f}")));
         result
             .warnings
             .extend(report.warnings.iter().map(|w| format!("{url}: {w}")));
@@ -148,8 +152,9 @@ async fn sentinel_report(
     }
 }
 
-/// The oldest Redis with `SET ... NX PX` (2.6.12).
-const MINIMUM_VERSION: (u64, u64, u64) = (2, 6, 12);
+/// The oldest Redis whose scripts may read `TIME` and then write (3.2,
+/// with `redis.replicate_commands()`).
+const MINIMUM_VERSION: (u64, u64, u64) = (3, 2, 0);
 
 async fn check(
     connection: &Connection,
@@ -184,7 +189,7 @@ async fn check(
         .to_string();
     match parse_version(&report.version) {
         Some(v) if v < MINIMUM_VERSION => report.errors.push(format!(
-            "Redis {} is too old: leaderd needs 2.6.12 or newer for SET NX PX and Lua scripts",
+            "Redis {} is too old: leaderd needs 3.2 or newer (its scripts read TIME)",
             report.version
         )),
         Some(_) => {}
@@ -249,6 +254,21 @@ async fn check(
         Err(err) => report
             .warnings
             .push(format!("cannot read {}: {err}", keys.lock)),
+    }
+
+    // A store without a fencing counter may have lost its data: the first
+    // grant waits one lease (acquire.lua).
+    let counter: Result<bool, _> = connection
+        .run(deadline, |mut conn| {
+            let key = keys.fence.clone();
+            async move { conn.exists(key).await }
+        })
+        .await;
+    if let Ok(false) = counter {
+        report.facts.push(format!(
+            "{} does not exist (a new store, or one that lost its data): the first candidate waits one lease_duration before anyone is granted the lease",
+            keys.fence
+        ));
     }
     report
 }
@@ -335,8 +355,8 @@ mod tests {
 
     #[test]
     fn versions_compare_numerically() {
-        assert!(parse_version("2.6.11").expect("v") < MINIMUM_VERSION);
-        assert!(parse_version("2.6.12").expect("v") >= MINIMUM_VERSION);
+        assert!(parse_version("3.0.7").expect("v") < MINIMUM_VERSION);
+        assert!(parse_version("3.2.0").expect("v") >= MINIMUM_VERSION);
         assert!(parse_version("7.0.15").expect("v") > MINIMUM_VERSION);
         assert_eq!(
             info_field("# Server\r\nredis_version:7.0.15\r\n", "redis_version"),

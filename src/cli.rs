@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Override, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +60,48 @@ pub struct RunArgs {
     /// HTTP listen address (overrides http.listen).
     #[arg(long, env = "LEADERD_LISTEN")]
     pub listen: Option<String>,
+    /// Which flag or variable gave `identity` and `listen` (for messages).
+    #[arg(skip)]
+    pub overrides: Overrides,
+}
+
+impl Cli {
+    /// Parses the command line (a usage error exits 2 here) and notes, for
+    /// each value that overrides the file, whether the flag or the
+    /// environment gave it, so that a bad value is blamed on the right one.
+    pub fn parse_args() -> Cli {
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        if let Command::Run(args) = &mut cli.command
+            && let Some(run) = matches.subcommand_matches("run")
+        {
+            args.overrides = Overrides {
+                identity: given(
+                    run,
+                    "identity",
+                    &args.identity,
+                    "--identity",
+                    "LEADERD_IDENTITY",
+                ),
+                listen: given(run, "listen", &args.listen, "--listen", "LEADERD_LISTEN"),
+            };
+        }
+        cli
+    }
+}
+
+fn given(
+    matches: &ArgMatches,
+    id: &str,
+    value: &Option<String>,
+    flag: &'static str,
+    env: &'static str,
+) -> Option<Override> {
+    let from = match matches.value_source(id) {
+        Some(ValueSource::EnvVariable) => env,
+        _ => flag,
+    };
+    value.clone().map(|value| Override { value, from })
 }
 
 #[derive(Debug, Args)]

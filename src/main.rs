@@ -4,13 +4,15 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use leaderd::cli::{Cli, Command};
-use leaderd::config::{self, Overrides};
+use leaderd::config;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse(); // usage errors exit 2 here
-    leaderd::logging::init(cli.log_format);
+    let cli = Cli::parse_args(); // usage errors exit 2 here
+    if let Err(message) = leaderd::logging::init(cli.log_format) {
+        eprintln!("leaderd: {message}");
+        return ExitCode::from(2);
+    }
     if let Command::Guard(args) = &cli.command {
         // Synchronous and single-threaded on purpose: no runtime to freeze.
         let code = leaderd::actions::guard::watchdog::run(Duration::from_millis(args.window_ms));
@@ -56,11 +58,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> ExitCode {
     match command {
         Command::Run(args) => {
-            let overrides = Overrides {
-                identity: args.identity,
-                listen: args.listen,
-            };
-            let settings = match config::load(&args.config, &overrides) {
+            let settings = match config::load(&args.config, &args.overrides) {
                 Ok(settings) => settings,
                 Err(err) => return config_error(&err),
             };
@@ -73,11 +71,11 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
         Command::Check(args) => {
-            let settings = match config::load(&args.config, &Overrides::default()) {
-                Ok(settings) => settings,
+            let checked = match config::check_file(&args.config) {
+                Ok(checked) => checked,
                 Err(err) => return config_error(&err),
             };
-            if leaderd::check::check(&settings, args.offline).await {
+            if leaderd::check::check(&checked, args.offline).await {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

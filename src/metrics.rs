@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -19,6 +20,8 @@ use crate::election::{ElectionState, Reason};
 /// Every metric leaderd exports, registered once per process.
 pub struct Metrics {
     registry: Registry,
+    /// The names of every registered family.
+    names: Vec<String>,
     is_leader: IntGauge,
     master_status: IntGauge,
     fencing_token: IntGauge,
@@ -153,23 +156,30 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        registry.register(Box::new(is_leader.clone()))?;
-        registry.register(Box::new(master_status.clone()))?;
-        registry.register(Box::new(fencing_token.clone()))?;
-        registry.register(Box::new(lease_remaining.clone()))?;
-        registry.register(Box::new(acquired.clone()))?;
-        registry.register(Box::new(lost.clone()))?;
-        registry.register(Box::new(renewals.clone()))?;
-        registry.register(Box::new(renew_duration.clone()))?;
-        registry.register(Box::new(backend_errors.clone()))?;
-        registry.register(Box::new(leader_changes.clone()))?;
-        registry.register(Box::new(foreign_values.clone()))?;
-        registry.register(Box::new(store_full.clone()))?;
-        registry.register(Box::new(hook_runs.clone()))?;
-        registry.register(Box::new(hook_duration.clone()))?;
-        registry.register(Box::new(pod_label_updates.clone()))?;
-        registry.register(Box::new(leader_process_starts.clone()))?;
-        registry.register(Box::new(build_info))?;
+        // Every family goes through `register`, which also keeps its name:
+        // the README test compares them with the documented table.
+        let mut names = Vec::new();
+        let mut register = |collector: Box<dyn Collector>| {
+            names.extend(collector.desc().iter().map(|desc| desc.fq_name.clone()));
+            registry.register(collector)
+        };
+        register(Box::new(is_leader.clone()))?;
+        register(Box::new(master_status.clone()))?;
+        register(Box::new(fencing_token.clone()))?;
+        register(Box::new(lease_remaining.clone()))?;
+        register(Box::new(acquired.clone()))?;
+        register(Box::new(lost.clone()))?;
+        register(Box::new(renewals.clone()))?;
+        register(Box::new(renew_duration.clone()))?;
+        register(Box::new(backend_errors.clone()))?;
+        register(Box::new(leader_changes.clone()))?;
+        register(Box::new(foreign_values.clone()))?;
+        register(Box::new(store_full.clone()))?;
+        register(Box::new(hook_runs.clone()))?;
+        register(Box::new(hook_duration.clone()))?;
+        register(Box::new(pod_label_updates.clone()))?;
+        register(Box::new(leader_process_starts.clone()))?;
+        register(Box::new(build_info))?;
 
         // Pre-create the labelled series so that they exist (at 0) from the
         // first scrape: `rate()` and alerts need a starting point.
@@ -191,6 +201,7 @@ impl Metrics {
 
         Ok(Metrics {
             registry,
+            names,
             is_leader,
             master_status,
             fencing_token,
@@ -208,6 +219,12 @@ impl Metrics {
             pod_label_updates,
             leader_process_starts,
         })
+    }
+
+    /// The names of every family this registry exports (labelled families
+    /// included before their first series exists).
+    pub fn family_names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn acquired(&self) {
@@ -276,5 +293,56 @@ impl Metrics {
             tracing::error!(%err, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The metric names in the README's "Metrics" table.
+    fn documented() -> BTreeSet<String> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Metrics\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_default();
+        section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|cell| cell.split(['`', '{']).next())
+            .filter(|name| *name != "metric")
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_exported_metric_is_in_the_readme_table() {
+        let metrics = Metrics::new("doc").expect("metrics registry");
+        let exported: BTreeSet<String> = metrics.family_names().iter().cloned().collect();
+        let documented = documented();
+        assert!(
+            documented.len() >= 10,
+            "README table not found: {documented:?}"
+        );
+        let undocumented: Vec<_> = exported.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&exported).collect();
+        assert!(
+            undocumented.is_empty() && stale.is_empty(),
+            "README.md's metrics table lacks {undocumented:?} and lists {stale:?}, which is not exported"
+        );
+        // And the names are what a scrape shows (once every family has a series).
+        metrics.hook_run("new_leader", "ok", Duration::ZERO);
+        metrics.pod_label_update("ok");
+        let text = metrics.render(&ElectionState::new("doc", "me", "redis"), Instant::now());
+        for name in &exported {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} not in:\n{text}"
+            );
+        }
     }
 }

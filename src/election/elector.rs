@@ -498,12 +498,13 @@ impl<B: Backend> Elector<B> {
                     .unwrap_or(SystemTime::UNIX_EPOCH),
             )
         };
-        tracing::warn!(
-            reason = reason.as_str(),
-            token,
-            led_until = %humantime::format_rfc3339_micros(ended),
-            "stepped down"
-        );
+        let led_until = humantime::format_rfc3339_micros(ended);
+        // A requested stop is routine; every other end of a term is news.
+        if reason == Reason::Shutdown {
+            tracing::info!(reason = reason.as_str(), token, %led_until, "stepped down");
+        } else {
+            tracing::warn!(reason = reason.as_str(), token, %led_until, "stepped down");
+        }
         self.publish(|state| {
             let token = state.term.take().map(|term| term.fencing_token);
             // Our own record is stale now; keep another holder we observed.

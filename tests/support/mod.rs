@@ -514,6 +514,7 @@ pub fn leaderd_command() -> Command {
         "LEADERD_LISTEN",
         "LEADERD_LOG",
         "POD_NAME",
+        "POD_NAMESPACE",
     ] {
         cmd.env_remove(var);
     }
@@ -523,7 +524,13 @@ pub fn leaderd_command() -> Command {
 
 /// Runs `leaderd ARGS...` to completion (bounded), returning its output.
 pub fn run_leaderd(args: &[&str], timeout: Duration) -> Output {
+    run_leaderd_with_env(args, &[], timeout)
+}
+
+/// [`run_leaderd`] with extra environment variables.
+pub fn run_leaderd_with_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
     let mut child = leaderd_command()
+        .envs(env.iter().copied())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

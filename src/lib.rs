@@ -20,3 +20,4 @@ pub mod metrics;
 pub mod pid1;
 pub mod signals;
 pub mod status_client;
+pub mod switchover_client;

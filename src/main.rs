@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use leaderd::cli::{Cli, Command};
+use leaderd::cli::{AdminArgs, Cli, Command};
 use leaderd::config;
+use leaderd::switchover_client::Ask;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args(); // usage errors exit 2 here
@@ -82,6 +83,20 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
         Command::Guard(_) => ExitCode::from(2),
+        Command::Switchover(args) => {
+            let ask = if args.cancel {
+                Ask::Cancel
+            } else {
+                Ask::Switchover {
+                    to: args.to,
+                    at: args.at,
+                }
+            };
+            switchover(ask, &args.admin).await
+        }
+        Command::StepDown(admin) => {
+            switchover(Ask::Switchover { to: None, at: None }, &admin).await
+        }
         Command::Status(args) => {
             match leaderd::status_client::fetch(&args.url, Duration::from_secs(5)).await {
                 Ok((raw, status)) => {
@@ -99,6 +114,21 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+/// How long the CLI waits for a switchover: the daemon answers within
+/// `lease_duration` (15 s by default).
+const SWITCHOVER_PATIENCE: Duration = Duration::from_secs(120);
+
+async fn switchover(ask: Ask, admin: &AdminArgs) -> ExitCode {
+    let code = leaderd::switchover_client::run(
+        ask,
+        &admin.url,
+        admin.token_file.as_deref(),
+        SWITCHOVER_PATIENCE,
+    )
+    .await;
+    ExitCode::from(code)
 }
 
 fn config_error(err: &config::ConfigError) -> ExitCode {

@@ -38,6 +38,8 @@ pub struct Metrics {
     hook_duration: HistogramVec,
     pod_label_updates: IntCounterVec,
     leader_process_starts: IntCounter,
+    candidates: IntGauge,
+    switchovers: IntCounterVec,
 }
 
 /// Renewal latency buckets: sub-millisecond on loopback up to the seconds a
@@ -117,6 +119,17 @@ impl Metrics {
             "leaderd_foreign_lock_value_total",
             "Times the lease key held something leaderd did not write (left untouched).",
         ))?;
+        let candidates = IntGauge::with_opts(opts(
+            "leaderd_candidates",
+            "Candidates standing in the election, as last listed (listed while someone asks: /status, a scrape).",
+        ))?;
+        let switchovers = IntCounterVec::new(
+            opts(
+                "leaderd_switchovers_total",
+                "Switchover requests this daemon took, by result (done, scheduled, cancelled, invalid, unknown_candidate, conflict, refused, no_leader, timeout, unavailable, unauthorized, disabled).",
+            ),
+            &["result"],
+        )?;
         let store_full = IntCounter::with_opts(opts(
             "leaderd_store_full_total",
             "Calls the store refused because it is full (Redis at maxmemory); retried.",
@@ -175,6 +188,8 @@ impl Metrics {
         register(Box::new(leader_changes.clone()))?;
         register(Box::new(foreign_values.clone()))?;
         register(Box::new(store_full.clone()))?;
+        register(Box::new(candidates.clone()))?;
+        register(Box::new(switchovers.clone()))?;
         register(Box::new(hook_runs.clone()))?;
         register(Box::new(hook_duration.clone()))?;
         register(Box::new(pod_label_updates.clone()))?;
@@ -189,6 +204,9 @@ impl Metrics {
             Reason::LockLost,
             Reason::StepDown,
             Reason::LeaderProcessExited,
+            Reason::Switchover,
+            Reason::Unhealthy,
+            Reason::Preempted,
         ] {
             lost.with_label_values(&[reason.as_str()]);
         }
@@ -218,6 +236,8 @@ impl Metrics {
             hook_duration,
             pod_label_updates,
             leader_process_starts,
+            candidates,
+            switchovers,
         })
     }
 
@@ -256,6 +276,10 @@ impl Metrics {
         self.store_full.inc();
     }
 
+    pub fn switchover(&self, result: &str) {
+        self.switchovers.with_label_values(&[result]).inc();
+    }
+
     pub fn hook_run(&self, hook: &str, result: &str, took: Duration) {
         self.hook_runs.with_label_values(&[hook, result]).inc();
         self.hook_duration
@@ -272,7 +296,11 @@ impl Metrics {
     }
 
     /// Samples the gauges from `state` at `now` and renders the text format.
-    pub fn render(&self, state: &ElectionState, now: Instant) -> String {
+    /// `candidates`: how many stand, when known.
+    pub fn render(&self, state: &ElectionState, candidates: Option<usize>, now: Instant) -> String {
+        if let Some(n) = candidates {
+            self.candidates.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         let leading = i64::from(state.is_leader_at(now));
         self.is_leader.set(leading);
         self.master_status.set(leading);
@@ -337,7 +365,12 @@ mod tests {
         // And the names are what a scrape shows (once every family has a series).
         metrics.hook_run("new_leader", "ok", Duration::ZERO);
         metrics.pod_label_update("ok");
-        let text = metrics.render(&ElectionState::new("doc", "me", "redis"), Instant::now());
+        metrics.switchover("done");
+        let text = metrics.render(
+            &ElectionState::new("doc", "me", "redis"),
+            Some(1),
+            Instant::now(),
+        );
         for name in &exported {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

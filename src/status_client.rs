@@ -50,7 +50,7 @@ pub async fn fetch(given: &str, timeout: Duration) -> Result<(String, Status), S
 /// The daemon's base URL from what the operator typed: `host:port` gets
 /// `http://`, a trailing `/` or `/status` is dropped, and `https://` is
 /// refused (leaderd serves plain HTTP only).
-fn base_url(given: &str) -> Result<String, String> {
+pub(crate) fn base_url(given: &str) -> Result<String, String> {
     let trimmed = given.trim().trim_end_matches('/');
     let trimmed = trimmed.strip_suffix("/status").unwrap_or(trimmed);
     match trimmed.split_once("://") {
@@ -69,7 +69,7 @@ fn base_url(given: &str) -> Result<String, String> {
 }
 
 /// Says what a failed request most likely means.
-fn request_failed(base: &str, err: &hyper_util::client::legacy::Error) -> String {
+pub(crate) fn request_failed(base: &str, err: &hyper_util::client::legacy::Error) -> String {
     let causes = causes(err);
     let io = causes
         .iter()
@@ -141,7 +141,74 @@ pub fn render(status: &Status) -> String {
     if let Some(reason) = &status.reason {
         line("last change", reason);
     }
+    if let Some(to) = &status.handover_to {
+        line("handover", &format!("to {to}, in progress"));
+    }
+    if status.leading_unhealthy {
+        line(
+            "health",
+            "LEADING WHILE UNHEALTHY: no healthy candidate to hand over to",
+        );
+    }
+    if status.observer {
+        line("mode", "observer (never competes)");
+    }
     line("version", &status.version);
+    if !status.candidates.is_empty() {
+        out.push_str(&candidates_table(status));
+    } else if let Some(err) = &status.candidates_error {
+        out.push_str(&format!("{:<16}{err}\n", "candidates"));
+    }
+    out
+}
+
+/// Every candidate, one line each.
+fn candidates_table(status: &Status) -> String {
+    let rows: Vec<[String; 7]> = status
+        .candidates
+        .iter()
+        .map(|c| {
+            [
+                c.identity.clone(),
+                if c.is_leader { "leader" } else { "" }.to_string(),
+                if c.healthy { "healthy" } else { "UNHEALTHY" }.to_string(),
+                c.priority.to_string(),
+                format!("{} ms", c.last_seen_ms),
+                c.version.clone(),
+                c.url.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = [
+        "CANDIDATE",
+        "ROLE",
+        "HEALTH",
+        "PRIORITY",
+        "LAST SEEN",
+        "VERSION",
+        "URL",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        text.truncate(text.trim_end().len());
+        text + "\n"
+    };
+    let mut out = String::from("\n");
+    out.push_str(&line(header.to_vec()));
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
     out
 }
 

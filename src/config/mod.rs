@@ -59,6 +59,31 @@ pub struct ElectionConfig {
     pub renew_deadline: Duration,
     #[serde(default = "defaults::retry_period", deserialize_with = "duration")]
     pub retry_period: Duration,
+    /// `candidate` (default) or `observe`: never compete, only watch.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Higher is preferred when the lease is free (and, with `preempt`,
+    /// over a leader with a lower priority).
+    #[serde(default)]
+    pub priority: i64,
+    /// Hand over to a present, healthy candidate with a higher priority.
+    #[serde(default)]
+    pub preempt: bool,
+    /// How long that candidate must have been present (default 2 ×
+    /// lease_duration).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub preempt_delay: Option<Duration>,
+}
+
+/// How a daemon takes part in the election.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Candidate,
+    /// Never competes and never writes the lease: reports the leader and
+    /// the candidates, runs `new_leader` hooks.
+    Observe,
 }
 
 /// Which store holds the lease. Exactly one backend section is expected.
@@ -86,12 +111,28 @@ pub struct KubernetesLeaseConfig {
 pub struct HttpConfig {
     #[serde(default = "defaults::listen")]
     pub listen: String,
+    /// How other candidates and operators reach this daemon (shown in the
+    /// candidates list); default: the listen address when it is a specific
+    /// one, else `http://$POD_IP:port` when POD_IP is set.
+    #[serde(default)]
+    pub advertise_url: String,
+    /// A file holding the bearer token that `POST`/`DELETE /switchover`
+    /// require on the main listener.
+    #[serde(default)]
+    pub admin_token_file: String,
+    /// A second listener (e.g. `127.0.0.1:9091`) that serves the
+    /// state-changing endpoints without a token.
+    #[serde(default)]
+    pub admin_listen: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: defaults::listen(),
+            advertise_url: String::new(),
+            admin_token_file: String::new(),
+            admin_listen: String::new(),
         }
     }
 }
@@ -112,6 +153,13 @@ mod defaults {
     pub fn listen() -> String {
         super::DEFAULT_LISTEN.to_string()
     }
+}
+
+/// Like [`duration`], for a field that may be left out.
+pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 /// Parses `15s`, `500ms`, `1m30s` (humantime syntax) into a `Duration`.
@@ -178,6 +226,8 @@ impl std::error::Error for ConfigError {}
 pub struct Overrides {
     pub identity: Option<Override>,
     pub listen: Option<Override>,
+    /// `--observe`.
+    pub observe: bool,
 }
 
 /// One overriding value and the flag or environment variable that gave it,
@@ -202,6 +252,19 @@ pub struct Settings {
     /// The label settings and the pod they apply to.
     pub pod_label: Option<(PodLabelConfig, PodIdentity)>,
     pub kubernetes: KubernetesConfig,
+    /// The state-changing endpoints (switchover) and who may use them.
+    pub admin: AdminSettings,
+    /// How others reach this daemon, when known.
+    pub advertise_url: Option<String>,
+}
+
+/// Who may change the election's state over HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// Bearer token for the main listener (`http.admin_token_file`).
+    pub token: Option<Secret>,
+    /// A listener that needs no token (`http.admin_listen`).
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +368,9 @@ fn apply(config: &mut Config, overrides: &Overrides) -> Result<(), ConfigError> 
         parse_listen(&listen.value)
             .map_err(|reason| blame(listen, format!("{reason} (it overrides http.listen)")))?;
         config.http.listen = listen.value.clone();
+    }
+    if overrides.observe {
+        config.election.mode = Mode::Observe;
     }
     if config.election.identity.is_empty() {
         config.election.identity = default_identity();
@@ -437,6 +503,42 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
 
     let listen = parse_listen(&config.http.listen).map_err(|reason| fail("http.listen", reason))?;
 
+    let admin = AdminSettings {
+        token: redis::read_secret(&config.http.admin_token_file, "http.admin_token_file")
+            .map_err(|(field, reason)| fail(&field, reason))?,
+        listen: match config.http.admin_listen.trim() {
+            "" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|_| {
+                fail(
+                    "http.admin_listen",
+                    format!("{text:?} is not an address like 127.0.0.1:9091"),
+                )
+            })?),
+        },
+    };
+    if admin.listen == Some(listen) && listen.port() != 0 {
+        return Err(fail(
+            "http.admin_listen",
+            "must differ from http.listen: it serves the endpoints that change the election".into(),
+        ));
+    }
+    let advertise_url = advertised(&config.http.advertise_url, listen)
+        .map_err(|reason| fail("http.advertise_url", reason))?;
+    if let Some(delay) = e.preempt_delay
+        && delay.is_zero()
+    {
+        return Err(fail(
+            "election.preempt_delay",
+            "must be greater than zero".into(),
+        ));
+    }
+    if e.mode == Mode::Observe && config.leader_process.is_some() {
+        return Err(fail(
+            "leader_process",
+            "an observer never leads, so it cannot run a leader process; remove it or use election.mode: candidate".into(),
+        ));
+    }
+
     actions::validate(
         &config.hooks,
         config.leader_process.as_ref(),
@@ -468,8 +570,32 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
         leader_process: config.leader_process,
         pod_label,
         kubernetes: config.kubernetes,
+        admin,
+        advertise_url,
     };
     Ok(Checked { settings, notes })
+}
+
+/// The URL others reach this daemon at: `http.advertise_url`, else the
+/// listen address if it is a specific one, else `$POD_IP` with its port.
+fn advertised(configured: &str, listen: SocketAddr) -> Result<Option<String>, String> {
+    let configured = configured.trim();
+    if !configured.is_empty() {
+        if !(configured.starts_with("http://") || configured.starts_with("https://")) {
+            return Err(format!(
+                "{configured:?} must start with http:// or https://"
+            ));
+        }
+        return Ok(Some(configured.trim_end_matches('/').to_string()));
+    }
+    if !listen.ip().is_unspecified() && listen.port() != 0 {
+        return Ok(Some(format!("http://{listen}")));
+    }
+    Ok(std::env::var("POD_IP")
+        .ok()
+        .filter(|ip| !ip.is_empty())
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .map(|ip| format!("http://{}", SocketAddr::new(ip, listen.port()))))
 }
 
 fn kubernetes_backend(

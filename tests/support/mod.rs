@@ -490,6 +490,39 @@ pub fn http_request(
     ))
 }
 
+/// Any method with a body and an optional `Authorization` header; the
+/// answer, whatever its status.
+pub fn http_request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    authorization: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .proxy(None)
+        .allow_non_standard_methods(true)
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json");
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let mut response = agent.run(request.body(body.as_bytes().to_vec())?)?;
+    let body = response.body_mut().read_to_vec()?;
+    Ok((
+        response.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
 /// GET with a total timeout; `None` on any error (refused, timeout, ...).
 pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Option<(u16, String)> {
     http_request(addr, "GET", path, timeout).ok()

@@ -27,7 +27,10 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term, lock};
+use crate::backend::{
+    Acquire, Backend, BackendError, Candidate, Handoff, Holder, Notices, Observed, Presence, Renew,
+    SwitchoverAnswer, SwitchoverRequest, Term, lock,
+};
 use watcher::LeaseWatcher;
 
 pub struct KubernetesBackend {
@@ -41,14 +44,14 @@ pub struct KubernetesBackend {
     /// in that form: client-go's observedRecord / observedTime.
     observed: Mutex<Option<(LeaseSpec, Instant)>>,
     highest_token_seen: AtomicU64,
-    changes: watch::Receiver<u64>,
+    notices: watch::Receiver<Notices>,
     _watcher: LeaseWatcher,
 }
 
 impl KubernetesBackend {
     pub fn new(client: kube::Client, namespace: &str, name: &str) -> KubernetesBackend {
         let leases: Api<Lease> = Api::namespaced(client, namespace);
-        let (ticks, changes) = watch::channel(0);
+        let (ticks, notices) = watch::channel(Notices::default());
         let watcher = LeaseWatcher::spawn(leases.clone(), name.to_string(), ticks);
         KubernetesBackend {
             leases,
@@ -57,7 +60,7 @@ impl KubernetesBackend {
             cached: Mutex::new(None),
             observed: Mutex::new(None),
             highest_token_seen: AtomicU64::new(0),
-            changes,
+            notices,
             _watcher: watcher,
         }
     }
@@ -172,11 +175,13 @@ impl Backend for KubernetesBackend {
 
     async fn acquire(
         &self,
-        identity: &str,
+        me: &Presence,
         lease: Duration,
         live_holder: Option<&Holder>,
+        _holdback: Duration,
         _deadline: Instant,
     ) -> Result<Acquire, BackendError> {
+        let identity = me.identity.as_str();
         let floor = self
             .highest_token_seen
             .load(Ordering::Relaxed)
@@ -220,6 +225,7 @@ impl Backend for KubernetesBackend {
     async fn renew(
         &self,
         term: &Term,
+        _me: &Presence,
         lease: Duration,
         _deadline: Instant,
     ) -> Result<Renew, BackendError> {
@@ -234,7 +240,12 @@ impl Backend for KubernetesBackend {
                 spec.lease_duration_seconds = Some(whole_seconds(lease));
             }
             match self.write(&current).await? {
-                Ok(_) => return Ok(Renew::Renewed),
+                Ok(_) => {
+                    return Ok(Renew::Renewed {
+                        switchover: None,
+                        standing: Default::default(),
+                    });
+                }
                 Err(404) => return Ok(Renew::Lost { holder: None }),
                 Err(_) => continue,
             }
@@ -245,7 +256,13 @@ impl Backend for KubernetesBackend {
         )))
     }
 
-    async fn release(&self, term: &Term, _deadline: Instant) -> Result<bool, BackendError> {
+    async fn release(
+        &self,
+        term: &Term,
+        _handoff: Option<&Handoff>,
+        _lease: Duration,
+        _deadline: Instant,
+    ) -> Result<bool, BackendError> {
         for _ in 0..2 {
             let mut current = match self.ours(term).await? {
                 Ok(current) => current,
@@ -271,8 +288,52 @@ impl Backend for KubernetesBackend {
         )))
     }
 
-    fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.clone()
+    async fn observe(
+        &self,
+        _me: Option<&Presence>,
+        _lease: Duration,
+        _deadline: Instant,
+    ) -> Result<Observed, BackendError> {
+        let now = Instant::now();
+        let Some(current) = self.read().await? else {
+            return Ok(Observed::Free);
+        };
+        let spec = current.spec.clone().unwrap_or_default();
+        let since = self.observed_since(&spec, now);
+        let expires = since + Duration::from_secs(seconds(&spec));
+        match holder_of(&spec) {
+            Some(holder) if now < expires => Ok(Observed::HeldBy {
+                holder,
+                remaining: expires - now,
+            }),
+            _ => Ok(Observed::Free),
+        }
+    }
+
+    async fn candidates(
+        &self,
+        _lease: Duration,
+        _deadline: Instant,
+    ) -> Result<Vec<Candidate>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    async fn leave(&self, _identity: &str, _deadline: Instant) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn switchover(
+        &self,
+        _request: SwitchoverRequest,
+        _deadline: Instant,
+    ) -> Result<SwitchoverAnswer, BackendError> {
+        Err(BackendError::new(
+            "switchover is not available on the Kubernetes backend yet",
+        ))
+    }
+
+    fn notices(&self) -> watch::Receiver<Notices> {
+        self.notices.clone()
     }
 }
 

@@ -173,6 +173,7 @@ impl Metrics {
             Reason::LockLost,
             Reason::StepDown,
             Reason::LeaderProcessExited,
+            Reason::HandOver,
         ] {
             lost.with_label_values(&[reason.as_str()]);
         }

@@ -63,6 +63,11 @@ pub enum Renew {
     Lost {
         holder: Option<Holder>,
     },
+    /// Still ours, but the store asks us to hand it over to candidate `to`
+    /// (a Kubernetes Lease's `preferredHolder`): step down and release.
+    HandOver {
+        to: String,
+    },
 }
 
 /// What `leaderd check` learned about the store.

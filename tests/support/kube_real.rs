@@ -695,12 +695,7 @@ impl Namespace {
     /// Every audited request in this namespace, in the order the server
     /// finished them (watches: when they started).
     pub fn requests(&self) -> Vec<AuditEvent> {
-        self.plane
-            .audit
-            .events()
-            .into_iter()
-            .filter(|e| e.namespace == self.name)
-            .collect()
+        self.plane.audit.events(&self.name)
     }
 
     /// Successful writes of Lease `name` (create, update, patch, delete),
@@ -964,7 +959,9 @@ struct Audit {
 struct AuditState {
     offset: u64,
     partial: String,
-    events: Vec<AuditEvent>,
+    /// By namespace: tests poll their own often, and the log holds every
+    /// test's requests.
+    events: std::collections::HashMap<String, Vec<AuditEvent>>,
 }
 
 impl Audit {
@@ -975,7 +972,8 @@ impl Audit {
         }
     }
 
-    fn events(&self) -> Vec<AuditEvent> {
+    /// The events of `namespace` so far.
+    fn events(&self, namespace: &str) -> Vec<AuditEvent> {
         let mut state = self.state.lock().expect("audit lock");
         if let Ok(mut file) = fs::File::open(&self.path) {
             let mut fresh = String::new();
@@ -990,11 +988,16 @@ impl Audit {
                 if !complete {
                     state.partial = lines.pop().unwrap_or("").to_string();
                 }
-                let parsed: Vec<AuditEvent> = lines.into_iter().filter_map(parse_audit).collect();
-                state.events.extend(parsed);
+                for event in lines.into_iter().filter_map(parse_audit) {
+                    state
+                        .events
+                        .entry(event.namespace.clone())
+                        .or_default()
+                        .push(event);
+                }
             }
         }
-        state.events.clone()
+        state.events.get(namespace).cloned().unwrap_or_default()
     }
 }
 

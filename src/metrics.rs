@@ -207,6 +207,7 @@ impl Metrics {
             Reason::Switchover,
             Reason::Unhealthy,
             Reason::Preempted,
+            Reason::HandOver,
         ] {
             lost.with_label_values(&[reason.as_str()]);
         }

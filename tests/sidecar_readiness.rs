@@ -1,24 +1,22 @@
 //! A store outage must not take the workload down: in a sidecar
-//! configuration (Redis backend, pod label through a fake API server, as
-//! the Helm chart renders it in sidecar mode), the endpoint the chart uses
+//! configuration (Redis backend, pod label through a real kube-apiserver,
+//! as the Helm chart renders it in sidecar mode), the endpoint the chart uses
 //! as the readinessProbe, `/healthz`, stays 200 while Redis is frozen and
 //! then killed, although `/readyz` answers 503 and nobody leads.
 
-#[path = "support/fake_kube.rs"]
-mod fake_kube;
+#[path = "support/kube_real.rs"]
+mod kube_real;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use fake_kube::FakeKube;
+use kube_real::{control_plane, event_rules, pod_rules};
 use support::*;
 
-const NS: &str = "shop";
-
 /// The chart's sidecar-mode leaderd.yaml, with test timings.
-fn sidecar_config(redis_url: &str, api_url: &str) -> String {
+fn sidecar_config(redis_url: &str) -> String {
     format!(
-        "{}hooks:\n  started_leading: []\n  timeout: 2s\npod_label:\n  key: leaderd.io/role\n  leader_value: leader\n  follower_value: follower\n  selector: \"app=shop\"\nkubernetes:\n  api_url: \"{api_url}\"\n",
+        "{}hooks:\n  started_leading: []\n  timeout: 2s\npod_label:\n  key: leaderd.io/role\n  leader_value: leader\n  follower_value: follower\n  selector: \"app=shop\"\n",
         config("shop-jobs", redis_url)
     )
 }
@@ -50,17 +48,21 @@ fn healthz_stays_200(candidates: &[Leaderd], window: Duration, what: &str) -> us
 #[test]
 fn healthz_stays_200_while_readyz_fails_during_a_redis_outage() {
     let mut redis = RedisServer::start();
-    let kube = FakeKube::start();
-    let cfg = sidecar_config(&redis.url(), &kube.url());
+    let ns = control_plane().namespace("sidecar");
+    let mut rules = pod_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account("leaderd", rules);
+    let cfg = sidecar_config(&redis.url());
     let pods = ["shop-0", "shop-1"];
     let candidates: Vec<Leaderd> = pods
         .iter()
         .map(|pod| {
-            kube.add_pod(NS, pod, &[("app", "shop")]);
+            ns.create_pod(pod, &[("app", "shop")]);
             Leaderd::builder(&cfg)
                 .identity(pod)
                 .env("POD_NAME", pod)
-                .env("POD_NAMESPACE", NS)
+                .env("POD_NAMESPACE", ns.name())
+                .env("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))
                 .start()
         })
         .collect();
@@ -71,7 +73,7 @@ fn healthz_stays_200_while_readyz_fails_during_a_redis_outage() {
         "both are ready and the leader is labelled",
         || {
             candidates.iter().all(|d| d.get("/readyz").0 == 200)
-                && kube.label(NS, pods[leader], "leaderd.io/role").as_deref() == Some("leader")
+                && ns.label(pods[leader], "leaderd.io/role").as_deref() == Some("leader")
         },
     );
 
@@ -94,7 +96,7 @@ fn healthz_stays_200_while_readyz_fails_during_a_redis_outage() {
     wait_until(
         PATIENCE,
         "the former leader's pod label is follower",
-        || kube.label(NS, pods[leader], "leaderd.io/role").as_deref() == Some("follower"),
+        || ns.label(pods[leader], "leaderd.io/role").as_deref() == Some("follower"),
     );
 
     // Gone: connections are refused at once.

@@ -182,6 +182,9 @@ pub enum Renew {
     },
     /// The lease is not ours any more (expired, taken, or the store lost it).
     Lost { holder: Option<Holder> },
+    /// Still ours, but the store asks us to hand it over to candidate `to`
+    /// (a Kubernetes Lease's `preferredHolder`): step down and release.
+    HandOver { to: String },
 }
 
 /// What `leaderd check` learned about the store.

@@ -608,6 +608,16 @@ impl<B: Backend> Elector<B> {
                     self.backend_answered();
                     return LeadEnd::LostTo(holder);
                 }
+                Ok(Renew::HandOver { to }) => {
+                    self.backend_answered();
+                    tracing::info!(preferred = %to, "the store asks for a handover; stepping down");
+                    // Exactly a resignation: step down, release once the
+                    // leader-only work stopped, then sit out a retry period.
+                    return LeadEnd::Resigned(Resign {
+                        reason: Reason::HandOver,
+                        then_exit: false,
+                    });
+                }
                 Err(err) => {
                     self.metrics.renewal("error", took);
                     self.backend_failed("renew", &err);

@@ -30,6 +30,9 @@ pub enum Reason {
     StepDown,
     /// The leader process exited on its own.
     LeaderProcessExited,
+    /// The store asked for a handover to another candidate (a Kubernetes
+    /// Lease's `preferredHolder`, Coordinated Leader Election).
+    HandOver,
     /// Another candidate's term was observed (for `new_leader`).
     Observed,
     /// Handed over on an operator's request (`POST /switchover`).
@@ -50,6 +53,7 @@ impl Reason {
             Reason::LockLost => "lock_lost",
             Reason::StepDown => "step_down",
             Reason::LeaderProcessExited => "leader_process_exited",
+            Reason::HandOver => "hand_over",
             Reason::Observed => "observed",
             Reason::Switchover => "switchover",
             Reason::Unhealthy => "unhealthy",

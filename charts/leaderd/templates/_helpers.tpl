@@ -451,13 +451,13 @@ spec:
 {{/* The RBAC rules of the Kubernetes Lease backend. */}}
 {{- define "leaderd.leaseRules" -}}
 # Kubernetes Lease backend: the first candidate creates the Lease (create
-# cannot be limited to a name); everything else only on this Lease (watch
-# and list use a metadata.name field selector).
+# cannot be limited to a name); everything else only on this Lease (the
+# watch uses a metadata.name field selector, which resourceNames allows).
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["create"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   resourceNames: [{{ include "leaderd.leaseName" . | quote }}]
-  verbs: ["get", "list", "watch", "update"]
+  verbs: ["get", "watch", "update"]
 {{- end }}

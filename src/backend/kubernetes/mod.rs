@@ -14,6 +14,13 @@
 //!   it back, so both rules coexist). It only grows under CAS.
 //! - A release writes what client-go's `ReleaseOnCancel` writes: an empty
 //!   `holderIdentity` and `leaseDurationSeconds: 1`.
+//! - Coordinated Leader Election: a `preferredHolder` naming another
+//!   identity ends our term as it ends a client-go coordinated candidate's
+//!   ("end of term"), except that we release at once instead of letting the
+//!   Lease expire ([`Renew::HandOver`]); a released Lease reserved that way
+//!   is left to its preferred holder until it expires by our observation.
+//! - On becoming leader, an Event on the Lease as client-go records it
+//!   (`reason: LeaderElection`, `<identity> became leader`).
 
 mod watcher;
 
@@ -31,6 +38,7 @@ use crate::backend::{
     Acquire, Backend, BackendError, Candidate, Handoff, Holder, Notices, Observed, Presence, Renew,
     SwitchoverAnswer, SwitchoverRequest, Term, lock,
 };
+use crate::kubernetes::{EventRecorder, Involved};
 use watcher::LeaseWatcher;
 
 pub struct KubernetesBackend {
@@ -45,11 +53,13 @@ pub struct KubernetesBackend {
     observed: Mutex<Option<(LeaseSpec, Instant)>>,
     highest_token_seen: AtomicU64,
     notices: watch::Receiver<Notices>,
+    events: EventRecorder,
     _watcher: LeaseWatcher,
 }
 
 impl KubernetesBackend {
     pub fn new(client: kube::Client, namespace: &str, name: &str) -> KubernetesBackend {
+        let events = EventRecorder::new(client.clone());
         let leases: Api<Lease> = Api::namespaced(client, namespace);
         let (ticks, notices) = watch::channel(Notices::default());
         let watcher = LeaseWatcher::spawn(leases.clone(), name.to_string(), ticks);
@@ -61,8 +71,20 @@ impl KubernetesBackend {
             observed: Mutex::new(None),
             highest_token_seen: AtomicU64::new(0),
             notices,
+            events,
             _watcher: watcher,
         }
+    }
+
+    /// A new term of ours: say so on the Lease, as client-go does.
+    fn became_leader(&self, lease: &Lease, identity: &str) -> Term {
+        self.events.normal(
+            identity,
+            Involved::of("Lease", "coordination.k8s.io/v1", &lease.metadata),
+            "LeaderElection",
+            format!("{identity} became leader"),
+        );
+        term_of(lease, identity)
     }
 
     pub fn describe(&self) -> String {
@@ -193,7 +215,7 @@ impl Backend for KubernetesBackend {
             }
             let spec = new_term_spec(identity, lease, floor);
             return Ok(match self.create(spec).await? {
-                Some(created) => Acquire::Acquired(term_of(&created, identity)),
+                Some(created) => Acquire::Acquired(self.became_leader(&created, identity)),
                 None => self.held_or_retry().await?,
             });
         };
@@ -210,6 +232,14 @@ impl Backend for KubernetesBackend {
                 remaining: expires - now,
             });
         }
+        if now < expires && preferred_other(&spec, identity).is_some() {
+            // Released for a handover (Coordinated Leader Election): the
+            // preferred holder, or the controller on its behalf, takes it;
+            // if neither does before it expires, anyone may.
+            return Ok(Acquire::Contested {
+                retry_in: expires - now,
+            });
+        }
 
         // Free (released) or expired by our own observation: take it over
         // with a CAS on the resourceVersion we just read.
@@ -217,7 +247,7 @@ impl Backend for KubernetesBackend {
         let mut next = current;
         next.spec = Some(new_term_spec(identity, lease, token));
         match self.write(&next).await? {
-            Ok(written) => Ok(Acquire::Acquired(term_of(&written, identity))),
+            Ok(written) => Ok(Acquire::Acquired(self.became_leader(&written, identity))),
             Err(_) => self.held_or_retry().await,
         }
     }
@@ -235,6 +265,13 @@ impl Backend for KubernetesBackend {
                 Ok(current) => current,
                 Err(holder) => return Ok(Renew::Lost { holder }),
             };
+            if let Some(to) = current
+                .spec
+                .as_ref()
+                .and_then(|spec| preferred_other(spec, &term.claim))
+            {
+                return Ok(Renew::HandOver { to });
+            }
             if let Some(spec) = current.spec.as_mut() {
                 spec.renew_time = Some(now_micro());
                 spec.lease_duration_seconds = Some(whole_seconds(lease));
@@ -447,6 +484,15 @@ fn holder_of(spec: &LeaseSpec) -> Option<Holder> {
         fencing_token: Some(token),
         term_id: Some(token.to_string()),
     })
+}
+
+/// The `preferredHolder` a Coordinated Leader Election controller set, if it
+/// names someone other than `identity`.
+fn preferred_other(spec: &LeaseSpec, identity: &str) -> Option<String> {
+    spec.preferred_holder
+        .as_deref()
+        .filter(|preferred| !preferred.is_empty() && *preferred != identity)
+        .map(str::to_string)
 }
 
 fn token_of(spec: &LeaseSpec) -> u64 {

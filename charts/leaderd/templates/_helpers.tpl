@@ -105,6 +105,22 @@ URL comes from a Secret). */}}
 {{- if and (eq .Values.backend.type "redis") .Values.backend.redis.passwordSecret }}true{{ end }}
 {{- end }}
 
+{{/* Whether switchover is enabled by a bearer token from a Secret
+(leaderd's http.admin_token_file). */}}
+{{- define "leaderd.adminToken" -}}
+{{- if .Values.admin.tokenSecret.name }}true{{ end }}
+{{- end }}
+
+{{/* Where the admin token's Secret is mounted: a file, never the ConfigMap. */}}
+{{- define "leaderd.adminTokenFile" -}}/etc/leaderd-admin/token{{- end }}
+
+{{/* The URL `leaderd status` and `leaderd switchover` use inside the pod
+(LEADERD_URL): the admin listener when there is one, which needs no token
+and serves every endpoint, else the main port. */}}
+{{- define "leaderd.cliUrl" -}}
+{{- if .Values.admin.listen }}http://{{ .Values.admin.listen }}{{ else }}http://127.0.0.1:{{ .Values.httpPort }}{{ end }}
+{{- end }}
+
 {{/* Placeholder for the Redis URL that the init container fills in. */}}
 {{- define "leaderd.urlPlaceholder" -}}__LEADERD_REDIS_URL__{{- end }}
 
@@ -170,6 +186,15 @@ would refuse to start. */}}
 {{- fail "backend.redis.url contains a password: put the whole URL in a Secret and set backend.redis.existingSecret (it would otherwise be stored in a ConfigMap)" }}
 {{- end }}
 {{- end }}
+{{- with .Values.admin.listen }}
+{{- $port := regexReplaceAll "^.*:" . "" | int }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- fail (printf "admin.listen (%s): the port must be between 1 and 65535" .) }}
+{{- end }}
+{{- if eq $port ($.Values.httpPort | int) }}
+{{- fail (printf "admin.listen (%s) must use another port than httpPort (%v): leaderd already listens on 0.0.0.0:%v" . $.Values.httpPort $.Values.httpPort) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.leaderService.enabled (not .Values.podLabel.enabled) }}
 {{- fail "leaderService.enabled needs podLabel.enabled: the leader Service selects the leader's pod by that label" }}
 {{- end }}
@@ -202,7 +227,14 @@ would refuse to start. */}}
 {{- $_ := set $backend "redis" $redis }}
 {{- end }}
 {{- $config := dict "election" $election "backend" $backend }}
-{{- $_ := set $config "http" (dict "listen" (printf "0.0.0.0:%v" .Values.httpPort)) }}
+{{- $http := dict "listen" (printf "0.0.0.0:%v" .Values.httpPort) }}
+{{- if include "leaderd.adminToken" . }}
+{{- $_ := set $http "admin_token_file" (include "leaderd.adminTokenFile" .) }}
+{{- end }}
+{{- with .Values.admin.listen }}
+{{- $_ := set $http "admin_listen" . }}
+{{- end }}
+{{- $_ := set $config "http" $http }}
 {{- $_ := set $config "hooks" (dict "started_leading" .Values.hooks.startedLeading "stopped_leading" .Values.hooks.stoppedLeading "new_leader" .Values.hooks.newLeader "timeout" .Values.hooks.timeout "step_down_on_failure" .Values.hooks.stepDownOnFailure) }}
 {{- if and (eq .Values.mode "standalone") .Values.standalone.leaderProcess.command }}
 {{- $_ := set $config "leader_process" (dict "command" .Values.standalone.leaderProcess.command "grace_period" .Values.standalone.leaderProcess.gracePeriod "on_exit" .Values.standalone.leaderProcess.onExit) }}
@@ -233,6 +265,13 @@ would refuse to start. */}}
   value: {{ .Values.log.level | quote }}
 - name: LEADERD_LOG_FORMAT
   value: {{ .Values.log.format | quote }}
+# For `leaderd status` and `leaderd switchover` run with kubectl exec.
+- name: LEADERD_URL
+  value: {{ include "leaderd.cliUrl" . | quote }}
+{{- if include "leaderd.adminToken" . }}
+- name: LEADERD_ADMIN_TOKEN_FILE
+  value: {{ include "leaderd.adminTokenFile" . }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -359,6 +398,11 @@ Redis URL from the Secret into an in-memory volume, then checks the file.
       mountPath: /etc/leaderd-redis-password
       readOnly: true
     {{- end }}
+    {{- if include "leaderd.adminToken" . }}
+    - name: leaderd-admin-token
+      mountPath: {{ include "leaderd.adminTokenFile" . | dir }}
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/*
@@ -406,6 +450,15 @@ could be Ready, and a rolling update would stall.
     items:
       - key: {{ .Values.backend.redis.passwordSecretKey }}
         path: password
+{{- end }}
+{{- if include "leaderd.adminToken" . }}
+- name: leaderd-admin-token
+  secret:
+    secretName: {{ .Values.admin.tokenSecret.name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.admin.tokenSecret.key }}
+        path: {{ include "leaderd.adminTokenFile" . | base }}
 {{- end }}
 - name: leaderd-tmp
   emptyDir:

@@ -55,6 +55,17 @@ async fn send(
     patience: Duration,
 ) -> Result<(u8, String), String> {
     let base = base_url(url)?;
+    if let Ask::Switchover { at: Some(at), .. } = &ask
+        && let Err(err) = at.parse::<jiff::Timestamp>()
+    {
+        // A usage error, told before anything is sent.
+        return Ok((
+            2,
+            format!(
+                "--at {at:?} is not an RFC 3339 time with an offset, like 2026-12-03T02:00:00+01:00 ({err})"
+            ),
+        ));
+    }
     let token = token(token_file)?;
     let (method, body) = match &ask {
         Ask::Switchover { to, at } => (
@@ -105,6 +116,7 @@ async fn send(
             ),
         ),
         (StatusCode::GATEWAY_TIMEOUT, _) => (1, message),
+        (StatusCode::CONFLICT, _) if answer["result"] == "overtaken" => (1, message),
         (StatusCode::SERVICE_UNAVAILABLE, _) if answer["result"] == "unavailable" => (1, message),
         (code, _) if code.is_client_error() || code == StatusCode::SERVICE_UNAVAILABLE => {
             (3, format!("refused ({}): {message}", code.as_u16()))

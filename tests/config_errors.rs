@@ -168,6 +168,45 @@ fn cases() -> Vec<Case> {
             yaml: Some(cfg(ELECTION, REDIS, "  listen: \"not an address\"\n")),
             expect: &[&["http.listen"]],
         },
+        Case {
+            what: "an admin listener off loopback (it needs no token)",
+            file: "admin-listen-open.yaml",
+            yaml: Some(cfg(
+                ELECTION,
+                REDIS,
+                "  listen: \"127.0.0.1:0\"\n  admin_listen: \"0.0.0.0:9091\"\n",
+            )),
+            expect: &[&["http.admin_listen"], &["loopback"]],
+        },
+        Case {
+            what: "preempt_delay without preempt",
+            file: "preempt-delay-alone.yaml",
+            yaml: Some(cfg(
+                &format!("{ELECTION}  preempt_delay: 5s\n"),
+                REDIS,
+                HTTP,
+            )),
+            expect: &[&["election.preempt_delay"], &["preempt: true"]],
+        },
+        Case {
+            what: "priority on an observer",
+            file: "observer-priority.yaml",
+            yaml: Some(cfg(
+                &format!("{ELECTION}  mode: observe\n  priority: 5\n"),
+                REDIS,
+                HTTP,
+            )),
+            expect: &[&["election.priority"], &["observer"]],
+        },
+        Case {
+            what: "an unhealthy_backoff shorter than a lease",
+            file: "short-backoff.yaml",
+            yaml: Some(format!(
+                "{}health:\n  exec: [\"true\"]\n  unhealthy_backoff: 0s\n",
+                cfg(ELECTION, REDIS, HTTP)
+            )),
+            expect: &[&["health.unhealthy_backoff"], &["lease_duration"]],
+        },
     ]
 }
 

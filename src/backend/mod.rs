@@ -132,9 +132,12 @@ pub struct Handoff {
     pub to: String,
     pub from: String,
     pub token: u64,
-    /// Why (`switchover`, `unhealthy`, `preempted`); a switchover's release
-    /// also removes the switchover record it carried out.
+    /// Why (`switchover`, `unhealthy`, `preempted`).
     pub reason: String,
+    /// The id of the switchover this hand-over carries out: its release
+    /// removes that record (and no other, asked for since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<String>,
 }
 
 /// What to do with the pending switchover.
@@ -142,7 +145,9 @@ pub struct Handoff {
 pub enum SwitchoverRequest {
     /// Record it, unless one is pending.
     Record(Switchover),
-    Cancel,
+    /// Remove the pending one: the one with this id (one the leader acted
+    /// on), or whichever is pending (`None`: an operator's cancel).
+    Cancel(Option<String>),
     Get,
 }
 

@@ -183,6 +183,18 @@ pub fn validate(
         }
     }
     let unhealthy_backoff = health.unhealthy_backoff.unwrap_or(2 * lease_duration);
+    if unhealthy_backoff < lease_duration {
+        // The hand-over's reservation lasts one lease: a shorter backoff lets
+        // two flapping nodes hand the lease back and forth.
+        return fail(
+            "unhealthy_backoff",
+            format!(
+                "{} must be at least election.lease_duration ({}), or two flapping candidates hand the lease back and forth",
+                show(unhealthy_backoff),
+                show(lease_duration)
+            ),
+        );
+    }
     Ok(HealthSettings {
         probe,
         period: health.period,

@@ -512,10 +512,7 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
     // The token is a secret of the machine `run` runs on: `check` notes a
     // file it cannot read instead of refusing the configuration.
     let mut secret_notes = Vec::new();
-    let token = match (
-        redis::read_secret(&config.http.admin_token_file, "http.admin_token_file"),
-        environment,
-    ) {
+    let token = match (admin_token(&config.http.admin_token_file), environment) {
         (Ok(token), _) => token,
         (Err((field, reason)), Environment::Required) => return Err(fail(&field, reason)),
         (Err((field, reason)), Environment::Optional) => {
@@ -537,6 +534,16 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
             })?),
         },
     };
+    if let Some(address) = admin.listen
+        && !address.ip().is_loopback()
+    {
+        return Err(fail(
+            "http.admin_listen",
+            format!(
+                "{address} is not a loopback address: this listener changes the election without a token, so it must be reachable only from this machine (127.0.0.1 or ::1); from elsewhere use http.admin_token_file"
+            ),
+        ));
+    }
     if admin.listen == Some(listen) && listen.port() != 0 {
         return Err(fail(
             "http.admin_listen",
@@ -551,6 +558,22 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
         return Err(fail(
             "election.preempt_delay",
             "must be greater than zero".into(),
+        ));
+    }
+    if e.preempt_delay.is_some() && !e.preempt {
+        return Err(fail(
+            "election.preempt_delay",
+            "has no effect without election.preempt: true; set both or remove it".into(),
+        ));
+    }
+    if e.mode == Mode::Observe && (e.priority != 0 || e.preempt) {
+        return Err(fail(
+            if e.preempt {
+                "election.preempt"
+            } else {
+                "election.priority"
+            },
+            "an observer never competes, so priority and preemption decide nothing; remove them or use election.mode: candidate".into(),
         ));
     }
     if e.mode == Mode::Observe && config.leader_process.is_some() {
@@ -702,6 +725,22 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url.to_string(),
     }
+}
+
+/// The admin token: the file's content without surrounding whitespace (the
+/// CLI sends it trimmed, and a bearer token never holds spaces).
+fn admin_token(path: &str) -> Result<Option<redis::Secret>, (String, String)> {
+    let Some(secret) = redis::read_secret(path, "http.admin_token_file")? else {
+        return Ok(None);
+    };
+    let trimmed = secret.0.trim();
+    if trimmed.is_empty() {
+        return Err((
+            "http.admin_token_file".to_string(),
+            format!("{path:?} holds only whitespace"),
+        ));
+    }
+    Ok(Some(redis::Secret(trimmed.to_string())))
 }
 
 #[cfg(test)]

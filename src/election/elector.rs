@@ -163,6 +163,8 @@ enum LeadEnd {
     HandOver {
         to: String,
         reason: Reason,
+        /// The id of the switchover carried out, if it is one.
+        switchover: Option<String>,
     },
     Shutdown,
 }
@@ -262,7 +264,11 @@ impl<B: Backend> Elector<B> {
                     self.stepped_down(Reason::Shutdown);
                     return Outcome::StoppedLeading(term);
                 }
-                LeadEnd::HandOver { to, reason } => {
+                LeadEnd::HandOver {
+                    to,
+                    reason,
+                    switchover,
+                } => {
                     tracing::info!(to = %to, reason = reason.as_str(), "handing over");
                     self.stepped_down(reason);
                     self.wait_for_actions(&term).await;
@@ -271,6 +277,7 @@ impl<B: Backend> Elector<B> {
                         from: self.identity.clone(),
                         token: term.fencing_token,
                         reason: reason.as_str().to_string(),
+                        switchover,
                     };
                     let _ = self.release_with(&term, Some(&handoff)).await;
                     if reason == Reason::Unhealthy {
@@ -362,10 +369,11 @@ impl<B: Backend> Elector<B> {
         }
         let looked = if self.conduct.observer {
             self.backend.observe(None, lease, deadline).await?
-        } else if standing_aside {
-            self.backend.observe(Some(&me), lease, deadline).await?
         } else {
-            // A vacancy waits one retry_period for a preferred candidate.
+            // A vacancy waits one retry_period for a preferred candidate;
+            // standing aside we rank below every healthy one, but still
+            // take a vacancy nobody else takes (better than no leader,
+            // should the one we handed over to crash).
             return self
                 .backend
                 .acquire(&me, lease, live_holder, self.timing.retry_period, deadline)
@@ -602,13 +610,24 @@ impl<B: Backend> Elector<B> {
                             self.leading_unhealthy(false);
                         }
                         Decision::StayUnhealthy => self.leading_unhealthy(true),
-                        Decision::Drop { why } => {
+                        Decision::Drop { why, id } => {
                             tracing::info!(%why, "the pending switchover has nothing left to do; removing it");
-                            self.end_switchover(safe_until).await;
+                            self.end_switchover(&id, safe_until).await;
                         }
-                        Decision::HandOver { to, reason } => {
-                            if let Some(to) = self.target(to, reason, safe_until).await {
-                                return LeadEnd::HandOver { to, reason };
+                        Decision::HandOver {
+                            to,
+                            reason,
+                            switchover,
+                        } => {
+                            if let Some(to) = self
+                                .target(to, reason, switchover.as_deref(), safe_until)
+                                .await
+                            {
+                                return LeadEnd::HandOver {
+                                    to,
+                                    reason,
+                                    switchover,
+                                };
                             }
                         }
                     }
@@ -642,7 +661,13 @@ impl<B: Backend> Elector<B> {
     /// The candidate a hand-over goes to, checked against who stands now;
     /// `None` when there is nobody to hand over to (a switchover that cannot
     /// be carried out is then removed, and said so).
-    async fn target(&mut self, to: Target, reason: Reason, safe_until: Instant) -> Option<String> {
+    async fn target(
+        &mut self,
+        to: Target,
+        reason: Reason,
+        switchover: Option<&str>,
+        safe_until: Instant,
+    ) -> Option<String> {
         if reason != Reason::Switchover {
             // From the renewal itself: present and healthy just now.
             return match to {
@@ -680,20 +705,19 @@ impl<B: Backend> Elector<B> {
                 Target::BestOther => "no other healthy candidate stands".to_string(),
             };
             tracing::warn!(%wanted, "cannot carry out the switchover; removing it");
-            self.end_switchover(safe_until).await;
+            if let Some(id) = switchover {
+                self.end_switchover(id, safe_until).await;
+            }
         }
         chosen
     }
 
-    /// Removes the pending switchover (done, or impossible). Bounded.
-    async fn end_switchover(&self, safe_until: Instant) {
+    /// Removes the pending switchover with this id (done, or impossible),
+    /// not one asked for since. Bounded.
+    async fn end_switchover(&self, id: &str, safe_until: Instant) {
         let deadline = (Instant::now() + self.timing.retry_period).min(safe_until);
-        if let Err(err) = bounded(
-            deadline,
-            self.backend.switchover(SwitchoverRequest::Cancel, deadline),
-        )
-        .await
-        {
+        let cancel = SwitchoverRequest::Cancel(Some(id.to_string()));
+        if let Err(err) = bounded(deadline, self.backend.switchover(cancel, deadline)).await {
             tracing::warn!(%err, "could not remove the pending switchover");
         }
     }

@@ -36,20 +36,18 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Keep leading; look at a scheduled switchover again at `recheck`.
-    Stay {
-        recheck: Option<SystemTime>,
-    },
+    Stay { recheck: Option<SystemTime> },
     /// Keep leading although unhealthy: no healthy candidate stands.
     StayUnhealthy,
     HandOver {
         to: Target,
         reason: Reason,
+        /// The id of the switchover carried out, if it is one.
+        switchover: Option<String>,
     },
-    /// The pending switchover has nothing left to do (its candidate leads
-    /// already): remove it.
-    Drop {
-        why: String,
-    },
+    /// The pending switchover (this id) has nothing left to do: its
+    /// candidate leads already, or it was asked of another leader's term.
+    Drop { why: String, id: String },
 }
 
 /// The higher-priority candidate we saw, and since when (our clock).
@@ -75,17 +73,29 @@ pub fn decide(
         match scheduled(request) {
             Some(at) if at > wall => recheck = Some(at),
             _ => {
+                let id = request.id.clone();
                 return match &request.candidate {
                     Some(name) if *name == me.identity => Decision::Drop {
                         why: format!("{name} leads already"),
+                        id,
+                    },
+                    // A switchover is asked of the leader of the moment: if
+                    // that term ended (it crashed, or was switched over
+                    // already), the request ended with it — carrying it out
+                    // would move leadership a second time for one request.
+                    _ if request.leader != me.identity => Decision::Drop {
+                        why: format!("it was asked of {}'s term, which is over", request.leader),
+                        id,
                     },
                     Some(name) => Decision::HandOver {
                         to: Target::Named(name.clone()),
                         reason: Reason::Switchover,
+                        switchover: Some(id),
                     },
                     None => Decision::HandOver {
                         to: Target::BestOther,
                         reason: Reason::Switchover,
+                        switchover: Some(id),
                     },
                 };
             }
@@ -97,6 +107,7 @@ pub fn decide(
             Some((best, _)) if standing.healthy > 0 => Decision::HandOver {
                 to: Target::Named(best.clone()),
                 reason: Reason::Unhealthy,
+                switchover: None,
             },
             _ => Decision::StayUnhealthy,
         };
@@ -120,6 +131,7 @@ pub fn decide(
                 return Decision::HandOver {
                     to: Target::Named(best.clone()),
                     reason: Reason::Preempted,
+                    switchover: None,
                 };
             }
         }
@@ -208,7 +220,8 @@ mod tests {
             ),
             Decision::HandOver {
                 to: Target::Named("b".into()),
-                reason: Reason::Switchover
+                reason: Reason::Switchover,
+                switchover: Some("x".into())
             }
         );
         let anyone = request(None, None);
@@ -224,7 +237,8 @@ mod tests {
             ),
             Decision::HandOver {
                 to: Target::BestOther,
-                reason: Reason::Switchover
+                reason: Reason::Switchover,
+                switchover: Some("x".into())
             }
         );
         let ourselves = request(Some("a"), None);
@@ -240,6 +254,27 @@ mod tests {
             ),
             Decision::Drop { .. }
         ));
+    }
+
+    #[test]
+    fn a_switchover_asked_of_an_ended_term_is_dropped_not_carried_out_again() {
+        // Asked of a's term; b leads now (a crashed, or the switchover ran).
+        let me = presence("b", 0, true);
+        for candidate in [Some("c"), None] {
+            let stale = request(candidate, None);
+            assert!(matches!(
+                decide(
+                    &me,
+                    Some(&stale),
+                    &standing(None, 2),
+                    Preemption::default(),
+                    &mut None,
+                    Instant::now(),
+                    SystemTime::now()
+                ),
+                Decision::Drop { id, .. } if id == "x"
+            ));
+        }
     }
 
     #[test]
@@ -292,7 +327,8 @@ mod tests {
             ),
             Decision::HandOver {
                 to: Target::Named("b".into()),
-                reason: Reason::Unhealthy
+                reason: Reason::Unhealthy,
+                switchover: None
             }
         );
         assert_eq!(
@@ -347,7 +383,8 @@ mod tests {
             ),
             Decision::HandOver {
                 to: Target::Named("b".into()),
-                reason: Reason::Preempted
+                reason: Reason::Preempted,
+                switchover: None
             }
         );
         // Without preempt, or when we are the best, nothing happens.

@@ -34,6 +34,9 @@ pub struct SwitchoverAsk {
 pub enum SwitchoverOutcome {
     /// Carried out: `leader` leads now.
     Done { leader: String },
+    /// Leadership moved, but not to the candidate named: the request was
+    /// cancelled or replaced meanwhile, or its leader lost the lease.
+    Overtaken { leader: String, wanted: String },
     /// Recorded for later.
     Scheduled(Switchover),
     /// The bad part of the request.
@@ -61,6 +64,7 @@ impl SwitchoverOutcome {
     pub fn result(&self) -> &'static str {
         match self {
             SwitchoverOutcome::Done { .. } => "done",
+            SwitchoverOutcome::Overtaken { .. } => "overtaken",
             SwitchoverOutcome::Scheduled(_) => "scheduled",
             SwitchoverOutcome::Invalid(_) => "invalid",
             SwitchoverOutcome::UnknownCandidate(_) => "unknown_candidate",
@@ -209,12 +213,19 @@ impl<B: Backend> Steering<B> {
                 .is_some_and(|holder| holder.identity != leader)
         });
         match timeout(self.lease_duration, handed_over).await {
-            Ok(Ok(state)) => SwitchoverOutcome::Done {
-                leader: state
+            Ok(Ok(state)) => {
+                let now_leads = state
                     .leader_at(Instant::now())
                     .map(|holder| holder.identity.clone())
-                    .unwrap_or_default(),
-            },
+                    .unwrap_or_default();
+                match &record.candidate {
+                    Some(wanted) if *wanted != now_leads => SwitchoverOutcome::Overtaken {
+                        leader: now_leads,
+                        wanted: wanted.clone(),
+                    },
+                    _ => SwitchoverOutcome::Done { leader: now_leads },
+                }
+            }
             _ => SwitchoverOutcome::TimedOut {
                 leader: self
                     .state
@@ -252,7 +263,8 @@ impl<B: Backend> Steer for Steering<B> {
             let deadline = self.deadline();
             let answer = bounded(
                 deadline,
-                self.backend.switchover(SwitchoverRequest::Cancel, deadline),
+                self.backend
+                    .switchover(SwitchoverRequest::Cancel(None), deadline),
             )
             .await?;
             if answer == SwitchoverAnswer::Done {

@@ -284,7 +284,11 @@ impl Backend for FakeBackend {
                     SwitchoverAnswer::Done
                 }
             },
-            SwitchoverRequest::Cancel => match store.switchover.take() {
+            SwitchoverRequest::Cancel(id) => match store.switchover.take() {
+                Some(pending) if id.as_ref().is_some_and(|id| *id != pending.id) => {
+                    store.switchover = Some(pending);
+                    SwitchoverAnswer::None
+                }
                 Some(_) => SwitchoverAnswer::Done,
                 None => SwitchoverAnswer::None,
             },

@@ -53,20 +53,36 @@ pub async fn request(State(shared): State<Shared>, headers: HeaderMap, body: Byt
             }
         }
     };
-    let outcome = shared
-        .api
-        .steer
-        .switchover(SwitchoverAsk {
-            candidate: body.candidate.filter(|c| !c.is_empty()),
-            scheduled_at: body.scheduled_at.filter(|t| !t.is_empty()),
-        })
-        .await;
+    let outcome = if body
+        .candidate
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        // Not "anyone": an empty name is a mistake (an unset variable), and
+        // a step-down is asked for by leaving the field out.
+        SwitchoverOutcome::Invalid(
+            "candidate is empty; leave it out to hand over to the best other candidate".to_string(),
+        )
+    } else {
+        shared
+            .api
+            .steer
+            .switchover(SwitchoverAsk {
+                candidate: body.candidate,
+                scheduled_at: body.scheduled_at.filter(|t| !t.is_empty()),
+            })
+            .await
+    };
     shared.api.metrics.switchover(outcome.result());
     let result = outcome.result();
     let (code, body) = match outcome {
         SwitchoverOutcome::Done { leader } => (
             StatusCode::OK,
             json!({ "result": result, "leader": leader }),
+        ),
+        SwitchoverOutcome::Overtaken { leader, wanted } => (
+            StatusCode::CONFLICT,
+            json!({ "result": result, "leader": leader, "message": format!("leadership moved to {leader}, not {wanted}: the switchover was cancelled or replaced meanwhile, or its leader lost the lease") }),
         ),
         SwitchoverOutcome::Scheduled(pending) => (
             StatusCode::ACCEPTED,
@@ -140,7 +156,11 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> 
     let offered = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|value| {
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim);
     let matches =
         offered.is_some_and(|offered| bool::from(offered.as_bytes().ct_eq(token.0.as_bytes())));

@@ -612,7 +612,7 @@ impl Backend for RedisBackend {
             SwitchoverRequest::Record(record) => {
                 ("request", serde_json::to_string(record).unwrap_or_default())
             }
-            SwitchoverRequest::Cancel => ("cancel", String::new()),
+            SwitchoverRequest::Cancel(id) => ("cancel", id.clone().unwrap_or_default()),
             SwitchoverRequest::Get => ("get", String::new()),
         };
         let node_deadline = self.node_deadline(deadline);
@@ -643,7 +643,7 @@ impl Backend for RedisBackend {
         Ok(match request {
             // Recorded where a majority (the leader's) will see it.
             SwitchoverRequest::Record(_) if done >= self.majority() => SwitchoverAnswer::Done,
-            SwitchoverRequest::Cancel if done > 0 => SwitchoverAnswer::Done,
+            SwitchoverRequest::Cancel(_) if done > 0 => SwitchoverAnswer::Done,
             _ => match pending {
                 Some(record) => SwitchoverAnswer::Pending(record),
                 None if done > 0 => SwitchoverAnswer::Done,

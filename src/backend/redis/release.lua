@@ -12,8 +12,10 @@
 --   notice: the notice to publish, or '' to free the key silently (quorum
 --           mode undoing a partial grant, which was never a term),
 --   handoff: JSON text of a handover's handoff, or '' (only the candidate
---            it names, `to`, may acquire until it expires; a switchover's
---            also removes the switchover record it carried out),
+--            it names, `to`, may acquire until it expires; one that carries
+--            out a switchover names its id, `switchover`, and removes that
+--            record: only that one, as another may have been asked for
+--            since),
 --   lease_ms,
 --   leave: identity to remove from the members (shutdown), or ''
 -- }
@@ -51,10 +53,22 @@ elseif not released or tonumber(released) < args.token then
   redis.pcall('SET', KEYS[2], string.format('%d', args.token))
 end
 if ours then
+  -- The releasing candidate is not the one a vacancy waits for (it would
+  -- take back the lease it just gave up, over those it gave it up to).
+  local decoded, lock = pcall(cjson.decode, args.value)
+  if decoded and type(lock) == 'table' and type(lock.holder) == 'string'
+      and redis.call('TYPE', KEYS[8])['ok'] == 'zset' then
+    redis.call('ZREM', KEYS[8], lock.holder)
+  end
   if args.handoff ~= '' then
     redis.call('SET', KEYS[3], args.handoff, 'PX', args.lease_ms)
-    if cjson.decode(args.handoff).reason == 'switchover' then
-      redis.call('DEL', KEYS[4])
+    local carried = cjson.decode(args.handoff).switchover
+    local pending = redis.pcall('GET', KEYS[4])
+    if type(carried) == 'string' and type(pending) == 'string' then
+      local ok, record = pcall(cjson.decode, pending)
+      if ok and type(record) == 'table' and record.id == carried then
+        redis.call('DEL', KEYS[4])
+      end
     end
   end
   local now = redis.call('TIME')

@@ -48,6 +48,18 @@ local function renewed()
       redis.call('ZREM', KEYS[6], args.identity)
     end
   end
+  -- Only candidates heard of within member_ttl count: one that crashed
+  -- must not be handed the lease (acquire.lua trims too, but nobody
+  -- acquires while a leader renews).
+  if redis.call('TYPE', KEYS[5])['ok'] == 'zset' then
+    local now_ms = math.floor(now_us / 1000)
+    local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms - args.member_ttl_ms, 'LIMIT', 0, 16)
+    for _, gone in ipairs(stale) do
+      redis.pcall('HDEL', KEYS[4], gone)
+      redis.call('ZREM', KEYS[5], gone)
+      redis.pcall('ZREM', KEYS[6], gone)
+    end
+  end
   local switchover = redis.pcall('GET', KEYS[7])
   if type(switchover) ~= 'string' then
     switchover = false

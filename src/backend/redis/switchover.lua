@@ -2,7 +2,8 @@
 -- store so that it reaches the leader whichever candidate's daemon took it.
 --
 -- KEYS[1] switchover (JSON)
--- ARGV[1] JSON {op: 'request' | 'cancel' | 'get', record (text, request),
+-- ARGV[1] JSON {op: 'request' | 'cancel' | 'get', record (text, request;
+--               cancel: the id of the one to remove, or '' for any),
 --               channel}
 --
 -- Returns {1}                 request recorded / cancel: one was pending
@@ -28,6 +29,13 @@ elseif args.op == 'request' then
   redis.call('PUBLISH', args.channel, 'switchover')
   return {1}
 elseif args.op == 'cancel' then
+  if current and args.record ~= '' then
+    -- Only the request the caller acted on: another may have replaced it.
+    local ok, record = pcall(cjson.decode, current)
+    if not ok or type(record) ~= 'table' or record.id ~= args.record then
+      return {0}
+    end
+  end
   if current then
     redis.call('DEL', KEYS[1])
     redis.call('PUBLISH', args.channel, 'switchover')

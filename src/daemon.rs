@@ -19,6 +19,7 @@ use crate::election::handover::Preemption;
 use crate::election::roster::Roster;
 use crate::election::steering::Steering;
 use crate::election::{Conduct, Elector, Outcome, Timing};
+use crate::health::HealthChecker;
 use crate::http::{Api, Server};
 use crate::metrics::Metrics;
 use crate::signals;
@@ -80,10 +81,17 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
         url: settings.advertise_url.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         priority: election.priority,
-        healthy: true,
+        // With a probe, healthy only once it says so: a node whose workload
+        // is down must not take the lease at start.
+        healthy: settings.health.is_none(),
         started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        standing_aside: false,
     };
-    let (_presence_tx, presence_rx) = tokio::sync::watch::channel(presence);
+    let (presence_tx, presence_rx) = tokio::sync::watch::channel(presence);
+    let _health = settings
+        .health
+        .clone()
+        .map(|health| HealthChecker::spawn(health, presence_tx, metrics.clone()));
     let conduct = Conduct {
         observer: election.mode == Mode::Observe,
         preemption: Preemption {
@@ -91,18 +99,22 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
                 .preempt
                 .then(|| election.preempt_delay.unwrap_or(2 * timing.lease_duration)),
         },
-        unhealthy_backoff: Duration::ZERO,
+        unhealthy_backoff: settings
+            .health
+            .as_ref()
+            .map_or(Duration::ZERO, |health| health.unhealthy_backoff),
     };
     let mut elector = Elector::new(
         backend.clone(),
         &election.name,
-        presence_rx,
+        presence_rx.clone(),
         timing,
         conduct,
         metrics.clone(),
     );
     let api = Api {
         state: elector.subscribe(),
+        presence: presence_rx.clone(),
         metrics: metrics.clone(),
         lease_duration: timing.lease_duration,
         retry_period: timing.retry_period,

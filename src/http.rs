@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Presence;
 use crate::config::Secret;
 use crate::election::ElectionState;
 use crate::election::roster::{Roster, RosterView};
@@ -54,6 +55,12 @@ pub struct Status {
     /// We lead although our health probe fails (no healthy candidate stands).
     #[serde(default)]
     pub leading_unhealthy: bool,
+    /// Our health probe's verdict (true without a probe).
+    #[serde(default = "yes")]
+    pub healthy: bool,
+    /// Our priority (`election.priority`).
+    #[serde(default)]
+    pub priority: i64,
     /// Every candidate standing, as last listed (at most `retry_period` old).
     #[serde(default)]
     pub candidates: Vec<CandidateStatus>,
@@ -73,11 +80,18 @@ pub struct CandidateStatus {
     pub version: String,
     pub priority: i64,
     pub healthy: bool,
+    /// Standing aside after a health hand-over (not eligible meanwhile).
+    #[serde(default)]
+    pub standing_aside: bool,
     pub started_at: String,
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl Status {
-    pub fn of(state: &ElectionState, roster: &RosterView, now: Instant) -> Status {
+    pub fn of(state: &ElectionState, me: &Presence, roster: &RosterView, now: Instant) -> Status {
         let is_leader = state.is_leader_at(now);
         let leader = state.leader_at(now);
         let fencing_token = match (&state.term, is_leader) {
@@ -106,6 +120,8 @@ impl Status {
             observer: state.observer,
             handover_to: state.reserved_for.clone(),
             leading_unhealthy: state.leading_unhealthy && is_leader,
+            healthy: me.healthy,
+            priority: me.priority,
             candidates: roster
                 .candidates
                 .iter()
@@ -122,6 +138,7 @@ impl Status {
                         version: c.presence.version.clone(),
                         priority: c.presence.priority,
                         healthy: c.presence.healthy,
+                        standing_aside: c.presence.standing_aside,
                         started_at: c.presence.started_at.clone(),
                     }
                 })
@@ -135,6 +152,8 @@ impl Status {
 #[derive(Clone)]
 pub struct Api {
     pub state: watch::Receiver<ElectionState>,
+    /// What this candidate announces (its health, its priority).
+    pub presence: watch::Receiver<Presence>,
     pub metrics: Arc<Metrics>,
     pub lease_duration: Duration,
     pub retry_period: Duration,
@@ -208,14 +227,24 @@ async fn status(State(shared): State<Shared>) -> Response {
         .roster
         .fresh(api.retry_period.min(Duration::from_secs(1)))
         .await;
-    let status = Status::of(&api.state.borrow(), &roster, Instant::now());
+    let status = Status::of(
+        &api.state.borrow(),
+        &api.presence.borrow(),
+        &roster,
+        Instant::now(),
+    );
     axum::Json(status).into_response()
 }
 
 /// 200 only while leading: for load balancers and Services (Patroni's `/leader`).
 async fn leader(State(shared): State<Shared>) -> Response {
     let api = &shared.api;
-    let status = Status::of(&api.state.borrow(), &api.roster.latest(), Instant::now());
+    let status = Status::of(
+        &api.state.borrow(),
+        &api.presence.borrow(),
+        &api.roster.latest(),
+        Instant::now(),
+    );
     let code = if status.is_leader {
         StatusCode::OK
     } else {
@@ -261,7 +290,7 @@ async fn readyz(State(shared): State<Shared>) -> Response {
 async fn metrics_text(State(shared): State<Shared>) -> Response {
     let api = &shared.api;
     let roster = api.roster.latest();
-    let candidates = roster.fetched.map(|_| roster.candidates.len());
+    let candidates = roster.fetched.map(|_| roster.candidates.as_slice());
     let body = api
         .metrics
         .render(&api.state.borrow(), candidates, Instant::now());

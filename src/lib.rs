@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod election;
+pub mod health;
 pub mod http;
 pub mod kubernetes;
 pub mod logging;

@@ -15,6 +15,7 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
+use crate::backend::Candidate;
 use crate::election::{ElectionState, Reason};
 
 /// Every metric leaderd exports, registered once per process.
@@ -40,6 +41,10 @@ pub struct Metrics {
     leader_process_starts: IntCounter,
     candidates: IntGauge,
     switchovers: IntCounterVec,
+    healthy: IntGauge,
+    health_checks: IntCounterVec,
+    candidate_priority: IntGaugeVec,
+    candidate_healthy: IntGaugeVec,
 }
 
 /// Renewal latency buckets: sub-millisecond on loopback up to the seconds a
@@ -130,6 +135,32 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let healthy = IntGauge::with_opts(opts(
+            "leaderd_healthy",
+            "1 while this candidate's health probe counts it healthy (always 1 without a probe).",
+        ))?;
+        healthy.set(1);
+        let health_checks = IntCounterVec::new(
+            opts(
+                "leaderd_health_checks_total",
+                "Health probe runs by result (ok, failed, timeout).",
+            ),
+            &["result"],
+        )?;
+        let candidate_priority = IntGaugeVec::new(
+            opts(
+                "leaderd_candidate_priority",
+                "Each candidate's priority, as last listed.",
+            ),
+            &["candidate"],
+        )?;
+        let candidate_healthy = IntGaugeVec::new(
+            opts(
+                "leaderd_candidate_healthy",
+                "1 when the candidate reports itself healthy, as last listed.",
+            ),
+            &["candidate"],
+        )?;
         let store_full = IntCounter::with_opts(opts(
             "leaderd_store_full_total",
             "Calls the store refused because it is full (Redis at maxmemory); retried.",
@@ -190,6 +221,10 @@ impl Metrics {
         register(Box::new(store_full.clone()))?;
         register(Box::new(candidates.clone()))?;
         register(Box::new(switchovers.clone()))?;
+        register(Box::new(healthy.clone()))?;
+        register(Box::new(health_checks.clone()))?;
+        register(Box::new(candidate_priority.clone()))?;
+        register(Box::new(candidate_healthy.clone()))?;
         register(Box::new(hook_runs.clone()))?;
         register(Box::new(hook_duration.clone()))?;
         register(Box::new(pod_label_updates.clone()))?;
@@ -239,6 +274,10 @@ impl Metrics {
             leader_process_starts,
             candidates,
             switchovers,
+            healthy,
+            health_checks,
+            candidate_priority,
+            candidate_healthy,
         })
     }
 
@@ -277,6 +316,14 @@ impl Metrics {
         self.store_full.inc();
     }
 
+    pub fn healthy(&self, healthy: bool) {
+        self.healthy.set(i64::from(healthy));
+    }
+
+    pub fn health_check(&self, result: &str) {
+        self.health_checks.with_label_values(&[result]).inc();
+    }
+
     pub fn switchover(&self, result: &str) {
         self.switchovers.with_label_values(&[result]).inc();
     }
@@ -297,10 +344,28 @@ impl Metrics {
     }
 
     /// Samples the gauges from `state` at `now` and renders the text format.
-    /// `candidates`: how many stand, when known.
-    pub fn render(&self, state: &ElectionState, candidates: Option<usize>, now: Instant) -> String {
-        if let Some(n) = candidates {
-            self.candidates.set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// `candidates`: who stands, when known.
+    pub fn render(
+        &self,
+        state: &ElectionState,
+        candidates: Option<&[Candidate]>,
+        now: Instant,
+    ) -> String {
+        if let Some(candidates) = candidates {
+            self.candidates
+                .set(i64::try_from(candidates.len()).unwrap_or(i64::MAX));
+            // Only the candidates standing now: no series for the departed.
+            self.candidate_priority.reset();
+            self.candidate_healthy.reset();
+            for c in candidates {
+                let who = [c.presence.identity.as_str()];
+                self.candidate_priority
+                    .with_label_values(&who)
+                    .set(c.presence.priority);
+                self.candidate_healthy
+                    .with_label_values(&who)
+                    .set(i64::from(c.presence.healthy));
+            }
         }
         let leading = i64::from(state.is_leader_at(now));
         self.is_leader.set(leading);
@@ -367,9 +432,22 @@ mod tests {
         metrics.hook_run("new_leader", "ok", Duration::ZERO);
         metrics.pod_label_update("ok");
         metrics.switchover("done");
+        metrics.health_check("ok");
+        let standing = [Candidate {
+            presence: crate::backend::Presence {
+                identity: "me".into(),
+                url: None,
+                version: "0".into(),
+                priority: 0,
+                healthy: true,
+                started_at: String::new(),
+                standing_aside: false,
+            },
+            last_seen: Duration::ZERO,
+        }];
         let text = metrics.render(
             &ElectionState::new("doc", "me", "redis"),
-            Some(1),
+            Some(&standing),
             Instant::now(),
         );
         for name in &exported {

@@ -144,6 +144,12 @@ pub fn render(status: &Status) -> String {
     if let Some(to) = &status.handover_to {
         line("handover", &format!("to {to}, in progress"));
     }
+    if !status.healthy {
+        line("health", "UNHEALTHY (the health probe fails)");
+    }
+    if status.priority != 0 {
+        line("priority", &status.priority.to_string());
+    }
     if status.leading_unhealthy {
         line(
             "health",
@@ -171,7 +177,12 @@ fn candidates_table(status: &Status) -> String {
             [
                 c.identity.clone(),
                 if c.is_leader { "leader" } else { "" }.to_string(),
-                if c.healthy { "healthy" } else { "UNHEALTHY" }.to_string(),
+                match (c.healthy, c.standing_aside) {
+                    (true, _) => "healthy",
+                    (false, true) => "backoff",
+                    (false, false) => "UNHEALTHY",
+                }
+                .to_string(),
                 c.priority.to_string(),
                 format!("{} ms", c.last_seen_ms),
                 c.version.clone(),

@@ -87,9 +87,15 @@ pub struct Presence {
     pub version: String,
     #[serde(default)]
     pub priority: i64,
+    /// Eligible to lead: the health probe passes (or there is none) and it
+    /// is not standing aside after a health hand-over.
     pub healthy: bool,
     /// RFC 3339.
     pub started_at: String,
+    /// Standing aside for `health.unhealthy_backoff` after handing over for
+    /// health (reported as not healthy meanwhile).
+    #[serde(default)]
+    pub standing_aside: bool,
 }
 
 /// A candidate as the store lists it.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 mod actions;
 mod display;
+mod health;
 mod redis;
 mod source;
 
@@ -23,6 +24,7 @@ pub use actions::{
 };
 use display::{ECHO_LIMIT, clip, clip_quoted};
 pub use display::{quoted, show};
+pub use health::{HealthConfig, HealthSettings, Probe};
 pub use redis::{RedisConfig, RedisSettings, Secret, SentinelConfig};
 pub use source::MAX_CONFIG_BYTES;
 
@@ -44,6 +46,9 @@ pub struct Config {
     pub pod_label: Option<PodLabelConfig>,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    /// A health probe: an unhealthy candidate does not take the lease and
+    /// an unhealthy leader hands over to a healthy candidate.
+    pub health: Option<HealthConfig>,
 }
 
 /// What is elected and how fast: the client-go timing triple.
@@ -256,6 +261,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// How others reach this daemon, when known.
     pub advertise_url: Option<String>,
+    pub health: Option<HealthSettings>,
 }
 
 /// Who may change the election's state over HTTP.
@@ -503,9 +509,24 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
 
     let listen = parse_listen(&config.http.listen).map_err(|reason| fail("http.listen", reason))?;
 
+    // The token is a secret of the machine `run` runs on: `check` notes a
+    // file it cannot read instead of refusing the configuration.
+    let mut secret_notes = Vec::new();
+    let token = match (
+        redis::read_secret(&config.http.admin_token_file, "http.admin_token_file"),
+        environment,
+    ) {
+        (Ok(token), _) => token,
+        (Err((field, reason)), Environment::Required) => return Err(fail(&field, reason)),
+        (Err((field, reason)), Environment::Optional) => {
+            secret_notes.push(format!(
+                "{field}: `leaderd run` needs it readable: {reason}"
+            ));
+            None
+        }
+    };
     let admin = AdminSettings {
-        token: redis::read_secret(&config.http.admin_token_file, "http.admin_token_file")
-            .map_err(|(field, reason)| fail(&field, reason))?,
+        token,
         listen: match config.http.admin_listen.trim() {
             "" => None,
             text => Some(text.parse::<SocketAddr>().map_err(|_| {
@@ -539,6 +560,20 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
         ));
     }
 
+    let health = match &config.health {
+        Some(section) => Some(
+            health::validate(section, e.lease_duration)
+                .map_err(|(field, reason)| fail(&field, reason))?,
+        ),
+        None => None,
+    };
+    if health.is_some() && e.mode == Mode::Observe {
+        return Err(fail(
+            "health",
+            "an observer never leads, so its health decides nothing; remove the section or use election.mode: candidate".into(),
+        ));
+    }
+
     actions::validate(
         &config.hooks,
         config.leader_process.as_ref(),
@@ -548,7 +583,7 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
         config.election.renew_deadline,
     )
     .map_err(|(field, reason)| fail(&field, reason))?;
-    let mut notes = Vec::new();
+    let mut notes = secret_notes;
     let pod_label = match config.pod_label {
         Some(label) => match (actions::pod_identity(), environment) {
             (Ok(pod), _) => Some((label, pod)),
@@ -572,6 +607,7 @@ fn validate(path: &Path, config: Config, environment: Environment) -> Result<Che
         kubernetes: config.kubernetes,
         admin,
         advertise_url,
+        health,
     };
     Ok(Checked { settings, notes })
 }

@@ -351,10 +351,15 @@ impl<B: Backend> Elector<B> {
         deadline: Instant,
     ) -> Result<Acquire, BackendError> {
         let lease = self.timing.lease_duration;
-        let me = self.presence.borrow().clone();
+        let mut me = self.presence.borrow().clone();
         let standing_aside = self
             .stand_aside_until
             .is_some_and(|until| Instant::now() < until);
+        if standing_aside {
+            // Not eligible meanwhile: a leader must not hand back to us.
+            me.healthy = false;
+            me.standing_aside = true;
+        }
         let looked = if self.conduct.observer {
             self.backend.observe(None, lease, deadline).await?
         } else if standing_aside {
@@ -530,12 +535,17 @@ impl<B: Backend> Elector<B> {
         let mut outranked: Option<Outranked> = None;
         // A scheduled switchover: renew (and look at it again) at its time.
         let mut recheck: Option<Instant> = None;
+        let mut presence = self.presence.clone();
+        presence.borrow_and_update();
         loop {
             let wake = recheck.map_or(next_renew, |at| at.min(next_renew));
             tokio::select! {
                 () = sleep_until(wake) => {}
                 // A switchover was requested: the renewal reads it.
                 () = notice(&mut notices, |now: &Notices| now.requests != requests) => {}
+                // Our health changed: the renewal says so at once, and
+                // brings back whom to hand over to.
+                Ok(()) = presence.changed() => {}
                 () = shutdown.cancelled() => return LeadEnd::Shutdown,
                 Some(request) = self.resign_rx.recv() => return LeadEnd::Resigned(request),
             }

@@ -167,6 +167,7 @@ mod tests {
             priority,
             healthy,
             started_at: "2026-12-02T00:00:00Z".into(),
+            standing_aside: false,
         }
     }
 

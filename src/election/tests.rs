@@ -319,6 +319,7 @@ fn presence(name: &str) -> Presence {
         priority: 0,
         healthy: true,
         started_at: "2026-12-02T00:00:00Z".into(),
+        standing_aside: false,
     }
 }
 

@@ -17,7 +17,8 @@
 --             grant is not a term yet: seal.lua announces it),
 --   presence: the caller's presence JSON (text), member_ttl_ms,
 --   priority, holdback_ms: how long a vacancy is kept for a present,
---             healthy candidate with a higher priority (0: never)
+--             healthy candidate with a higher priority (0: never); an
+--             unhealthy caller ranks below every healthy candidate
 -- }
 --
 -- Returns {1, token, value, now_us}  acquired (now_us: this server's clock)
@@ -124,7 +125,12 @@ elseif args.holdback_ms > 0 then
   end
   local best = redis.call('ZREVRANGE', KEYS[7], 0, 0, 'WITHSCORES')
   local waited = now_ms - since
-  if best[1] and best[1] ~= args.identity and tonumber(best[2]) > args.priority
+  -- An unhealthy caller ranks below every healthy candidate.
+  local mine = args.priority
+  if not cjson.decode(args.presence).healthy then
+    mine = -math.huge
+  end
+  if best[1] and best[1] ~= args.identity and tonumber(best[2]) > mine
       and waited < args.holdback_ms then
     return {7, best[1], args.holdback_ms - waited}
   end

@@ -87,7 +87,13 @@ impl Election {
         self.start_with(identity, &self.config, &self.kubeconfig, &[])
     }
 
-    fn start_with(&self, identity: &str, config: &str, kubeconfig: &Path, args: &[&str]) -> Leaderd {
+    fn start_with(
+        &self,
+        identity: &str,
+        config: &str,
+        kubeconfig: &Path,
+        args: &[&str],
+    ) -> Leaderd {
         let mut builder = Leaderd::builder(config)
             .identity(identity)
             .env("POD_NAMESPACE", self.ns.name())
@@ -139,7 +145,10 @@ fn request(d: &Leaderd, method: &str, body: &str) -> (u16, Value) {
         PATIENCE,
     )
     .unwrap_or_else(|e| panic!("{method} /switchover on {}: {e}", d.identity()));
-    (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn switchover(d: &Leaderd, body: &str) -> (u16, Value) {
@@ -159,7 +168,10 @@ fn by_name<'a>(group: &'a [Leaderd], name: &str) -> &'a Leaderd {
 }
 
 fn others(leader: &str) -> Vec<&'static str> {
-    ["a", "b", "c"].into_iter().filter(|n| *n != leader).collect()
+    ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect()
 }
 
 fn token_of(d: &Leaderd) -> u64 {
@@ -213,15 +225,20 @@ fn candidates_are_listed_from_their_presence_leases_which_go_with_them() {
     }
 
     // One presence Lease per candidate, as documented.
-    wait_until(PATIENCE, "the dead candidate's presence lease is removed", || {
-        e.ns.lease("ks-roster-gone").is_none()
-    });
+    wait_until(
+        PATIENCE,
+        "the dead candidate's presence lease is removed",
+        || e.ns.lease("ks-roster-gone").is_none(),
+    );
     let leases = e.presence_leases();
     assert_eq!(leases.len(), 3, "{leases:#?}");
     for lease in &leases {
         let holder = lease["spec"]["holderIdentity"].as_str().expect("holder");
         let name = lease["metadata"]["name"].as_str().expect("name");
-        assert!(name.starts_with("ks-roster-") && name.len() == "ks-roster-".len() + 12, "{name}");
+        assert!(
+            name.starts_with("ks-roster-") && name.len() == "ks-roster-".len() + 12,
+            "{name}"
+        );
         let presence: Value = serde_json::from_str(
             lease["metadata"]["annotations"]["leaderd.io/presence"]
                 .as_str()
@@ -249,9 +266,9 @@ fn candidates_are_listed_from_their_presence_leases_which_go_with_them() {
     let still = by_name(&group, &leader);
     wait_until(PATIENCE, "the stopped candidate is not listed", || {
         still.try_status().is_some_and(|s| {
-            s["candidates"].as_array().is_some_and(|c| {
-                c.len() == 2 && c.iter().all(|c| c["identity"] != gone.identity())
-            })
+            s["candidates"]
+                .as_array()
+                .is_some_and(|c| c.len() == 2 && c.iter().all(|c| c["identity"] != gone.identity()))
         })
     });
     // And so does the leader.
@@ -287,9 +304,11 @@ fn a_switchover_sent_to_a_follower_hands_over_to_the_named_candidate() {
     let new = by_name(&group, target);
     wait_until(PATIENCE, "the named candidate leads", || new.is_leading());
     assert!(token_of(new) > old_token);
-    wait_until(PATIENCE, "stopped_leading ran with reason switchover", || {
-        fs::read_to_string(&reasons).is_ok_and(|r| r.contains(&format!("{old} switchover")))
-    });
+    wait_until(
+        PATIENCE,
+        "stopped_leading ran with reason switchover",
+        || fs::read_to_string(&reasons).is_ok_and(|r| r.contains(&format!("{old} switchover"))),
+    );
     assert_eq!(
         metric_sum(
             &by_name(&group, &old).metrics(),
@@ -301,20 +320,24 @@ fn a_switchover_sent_to_a_follower_hands_over_to_the_named_candidate() {
     // The release carried the handoff and removed the switchover record in
     // one write; the named candidate cleared the handoff.
     let user = e.ns.user(SA);
-    let release = e
-        .ns
-        .requests()
-        .into_iter()
-        .filter(|r| {
-            r.user == user
-                && r.verb == "update"
-                && r.name == e.name
-                && r.stage == "ResponseComplete"
-                && r.code == 200
-        })
-        .filter_map(|r| r.request)
-        .find(|sent| sent["metadata"]["annotations"]["leaderd.io/handoff"].is_string())
-        .unwrap_or_else(|| panic!("no release with a handoff:\n{}", e.ns.dump_lease_writes(&e.name)));
+    let release =
+        e.ns.requests()
+            .into_iter()
+            .filter(|r| {
+                r.user == user
+                    && r.verb == "update"
+                    && r.name == e.name
+                    && r.stage == "ResponseComplete"
+                    && r.code == 200
+            })
+            .filter_map(|r| r.request)
+            .find(|sent| sent["metadata"]["annotations"]["leaderd.io/handoff"].is_string())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no release with a handoff:\n{}",
+                    e.ns.dump_lease_writes(&e.name)
+                )
+            });
     let handoff: Value = serde_json::from_str(
         release["metadata"]["annotations"]["leaderd.io/handoff"]
             .as_str()
@@ -365,21 +388,29 @@ fn answer_codes_scheduled_and_cancelled_switchovers() {
     let leader = leader_of(&group[0]).expect("a leader");
     let d = &group[0];
     assert_eq!(switchover(d, "{\"candidate\": \"nobody\"}").0, 404);
-    assert_eq!(switchover(d, &format!("{{\"candidate\": \"{leader}\"}}")).0, 412);
+    assert_eq!(
+        switchover(d, &format!("{{\"candidate\": \"{leader}\"}}")).0,
+        412
+    );
 
     // Scheduled: 202, recorded on the Lease, visible through every daemon;
     // a second one conflicts; a cancel through another daemon removes it.
     let target = others(&leader)[0];
     let (code, body) = switchover(
         d,
-        &format!("{{\"candidate\": \"{target}\", \"scheduled_at\": \"2099-01-01T02:00:00+01:00\"}}"),
+        &format!(
+            "{{\"candidate\": \"{target}\", \"scheduled_at\": \"2099-01-01T02:00:00+01:00\"}}"
+        ),
     );
     assert_eq!(code, 202, "{body}");
     let recorded: Value =
         serde_json::from_str(&e.annotation("leaderd.io/switchover").expect("annotation"))
             .expect("switchover JSON");
     assert_eq!(recorded["candidate"], target, "{recorded}");
-    assert_eq!(recorded["scheduled_at"], "2099-01-01T01:00:00Z", "{recorded}");
+    assert_eq!(
+        recorded["scheduled_at"], "2099-01-01T01:00:00Z",
+        "{recorded}"
+    );
     let (code, body) = request(&group[2], "GET", "");
     assert_eq!(code, 200);
     assert_eq!(body["pending"]["candidate"], target, "{body}");
@@ -387,7 +418,11 @@ fn answer_codes_scheduled_and_cancelled_switchovers() {
     assert_eq!(code, 409, "{body}");
     assert_eq!(request(&group[2], "DELETE", "").0, 200);
     assert_eq!(e.annotation("leaderd.io/switchover"), None);
-    assert_eq!(request(&group[2], "DELETE", "").0, 404, "nothing left to cancel");
+    assert_eq!(
+        request(&group[2], "DELETE", "").0,
+        404,
+        "nothing left to cancel"
+    );
     assert_eq!(leader_of(&group[1]).as_deref(), Some(leader.as_str()));
 
     // One due in a moment happens at its time.
@@ -420,7 +455,12 @@ fn an_observer_never_leads_and_sees_every_handover() {
         e.config,
         hook_log.display()
     );
-    let o = e.start_with("watcher", &observer_cfg, &observer_kubeconfig, &["--observe"]);
+    let o = e.start_with(
+        "watcher",
+        &observer_cfg,
+        &observer_kubeconfig,
+        &["--observe"],
+    );
     // Nobody else stands: still it neither leads nor creates the Lease.
     std::thread::sleep(T1.lease * 2);
     let status = o.status();
@@ -437,9 +477,10 @@ fn an_observer_never_leads_and_sees_every_handover() {
     let b = e.start("b");
     wait_until(PATIENCE, "the observer lists a and b, not itself", || {
         o.try_status().is_some_and(|s| {
-            s["candidates"]
-                .as_array()
-                .is_some_and(|c| c.iter().map(|c| c["identity"].clone()).collect::<Vec<_>>() == [json!("a"), json!("b")])
+            s["candidates"].as_array().is_some_and(|c| {
+                c.iter().map(|c| c["identity"].clone()).collect::<Vec<_>>()
+                    == [json!("a"), json!("b")]
+            })
         })
     });
     a.signal("TERM");
@@ -447,19 +488,20 @@ fn an_observer_never_leads_and_sees_every_handover() {
     wait_until(PATIENCE, "the observer sees b lead", || {
         o.try_status().is_some_and(|s| s["leader"] == "b")
     });
-    wait_until(PATIENCE, "new_leader ran for a and b on the observer", || {
-        fs::read_to_string(&hook_log).is_ok_and(|t| t.contains('a') && t.contains('b'))
-    });
+    wait_until(
+        PATIENCE,
+        "new_leader ran for a and b on the observer",
+        || fs::read_to_string(&hook_log).is_ok_and(|t| t.contains('a') && t.contains('b')),
+    );
     assert_eq!(o.metric("leaderd_leadership_acquired_total"), 0.0);
     // It only ever read.
     let observer = e.ns.user("observer");
-    let writes: Vec<String> = e
-        .ns
-        .requests()
-        .into_iter()
-        .filter(|r| r.user == observer && !matches!(r.verb.as_str(), "get" | "list" | "watch"))
-        .map(|r| format!("{} {} {}", r.verb, r.resource, r.name))
-        .collect();
+    let writes: Vec<String> =
+        e.ns.requests()
+            .into_iter()
+            .filter(|r| r.user == observer && !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+            .map(|r| format!("{} {} {}", r.verb, r.resource, r.name))
+            .collect();
     assert!(writes.is_empty(), "the observer wrote: {writes:?}");
     drop(b);
 }
@@ -473,7 +515,12 @@ fn a_higher_priority_candidate_takes_the_free_lease() {
     let e = Election::new("ks-priority", T2, "");
     let proxy = Proxy::start(control_plane().port);
     let slow_kubeconfig = e.ns.kubeconfig(SA, Some(proxy.port()));
-    let with_priority = |p: i64| e.config.replace("  retry_period:", &format!("  priority: {p}\n  retry_period:"));
+    let with_priority = |p: i64| {
+        e.config.replace(
+            "  retry_period:",
+            &format!("  priority: {p}\n  retry_period:"),
+        )
+    };
     let a = e.start_with("a", &with_priority(0), &e.kubeconfig, &[]);
     wait_until(PATIENCE, "a leads", || a.is_leading());
     proxy.delay(Duration::from_millis(20));
@@ -485,9 +532,9 @@ fn a_higher_priority_candidate_takes_the_free_lease() {
     });
     let listed = a.status()["candidates"].clone();
     assert!(
-        listed
-            .as_array()
-            .is_some_and(|l| l.iter().any(|c| c["identity"] == "c" && c["priority"] == 10)),
+        listed.as_array().is_some_and(|l| l
+            .iter()
+            .any(|c| c["identity"] == "c" && c["priority"] == 10)),
         "{listed}"
     );
     let token = token_of(&a);
@@ -520,24 +567,21 @@ fn a_deleted_lease_is_not_recreated_under_a_leader_that_may_still_act() {
             .any(|w| w.verb == "update" && w.holder() == "a")
     });
     a.signal("STOP");
-    let renewed = e
-        .ns
-        .lease_writes(&e.name)
-        .into_iter()
-        .filter(|w| !w.by_test && w.holder() == "a")
-        .next_back()
-        .expect("a's last write");
+    let renewed =
+        e.ns.lease_writes(&e.name)
+            .into_iter()
+            .rfind(|w| !w.by_test && w.holder() == "a")
+            .expect("a's last write");
     assert!(e.ns.delete_lease(&e.name));
     let c = e.start("c");
     wait_until(PATIENCE, "c creates the lease", || {
         e.ns.lease_holder(&e.name).is_some_and(|h| h == "c")
     });
-    let created = e
-        .ns
-        .lease_writes(&e.name)
-        .into_iter()
-        .find(|w| w.verb == "create" && w.holder() == "c")
-        .expect("c's create");
+    let created =
+        e.ns.lease_writes(&e.name)
+            .into_iter()
+            .find(|w| w.verb == "create" && w.holder() == "c")
+            .expect("c's create");
     // a may act until its last renewal was sent + renew_deadline, before
     // the server finished that renewal + renew_deadline.
     assert!(
@@ -575,25 +619,22 @@ fn a_starved_follower_does_not_recreate_a_deleted_lease_at_once() {
             .any(|w| w.verb == "update" && w.holder() == "a")
     });
     a.signal("STOP");
-    let renewed = e
-        .ns
-        .lease_writes(&e.name)
-        .into_iter()
-        .filter(|w| !w.by_test && w.holder() == "a")
-        .next_back()
-        .expect("a's last write");
+    let renewed =
+        e.ns.lease_writes(&e.name)
+            .into_iter()
+            .rfind(|w| !w.by_test && w.holder() == "a")
+            .expect("a's last write");
     let token = renewed.transitions().expect("transitions") as u64;
     assert!(e.ns.delete_lease(&e.name));
     b.signal("CONT");
     wait_until(PATIENCE, "b creates the lease", || {
         e.ns.lease_holder(&e.name).is_some_and(|h| h == "b")
     });
-    let created = e
-        .ns
-        .lease_writes(&e.name)
-        .into_iter()
-        .find(|w| w.verb == "create" && w.holder() == "b")
-        .expect("b's create");
+    let created =
+        e.ns.lease_writes(&e.name)
+            .into_iter()
+            .find(|w| w.verb == "create" && w.holder() == "b")
+            .expect("b's create");
     assert!(
         created.at >= renewed.at + T2.renew,
         "b created the lease {:?} after a's last renewal, while a may lead for {:?}:\n{}",
@@ -618,7 +659,11 @@ fn a_starved_follower_does_not_recreate_a_deleted_lease_at_once() {
 fn a_candidate_at_rest_costs_at_most_two_requests_per_retry_period() {
     let e = Election::new("ks-cost", T2, "");
     let mut daemons = Vec::new();
-    for (identity, args) in [("lead", &[][..]), ("follow", &[][..]), ("look", &["--observe"][..])] {
+    for (identity, args) in [
+        ("lead", &[][..]),
+        ("follow", &[][..]),
+        ("look", &["--observe"][..]),
+    ] {
         let kubeconfig = e.ns.account(identity, rules());
         if identity == "lead" {
             let d = e.start_with(identity, &e.config, &kubeconfig, args);
@@ -653,7 +698,11 @@ fn a_candidate_at_rest_costs_at_most_two_requests_per_retry_period() {
         let per_period = mine.len() as f64 / f64::from(periods);
         let mut verbs = std::collections::BTreeMap::<String, usize>::new();
         for r in &mine {
-            let object = if r.name == e.name { "lease" } else { "presence" };
+            let object = if r.name == e.name {
+                "lease"
+            } else {
+                "presence"
+            };
             *verbs.entry(format!("{} {object}", r.verb)).or_default() += 1;
         }
         eprintln!(
@@ -662,7 +711,11 @@ fn a_candidate_at_rest_costs_at_most_two_requests_per_retry_period() {
         // Per period: one look (or renewal), plus for a candidate one
         // presence refresh or listing at most; one more at each edge of the
         // window.
-        let bound = if identity == "look" { periods + 1 } else { 2 * periods + 2 };
+        let bound = if identity == "look" {
+            periods + 1
+        } else {
+            2 * periods + 2
+        };
         assert!(
             mine.len() <= bound as usize,
             "{identity}: {} requests in {periods} retry periods: {verbs:?}",

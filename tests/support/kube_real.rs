@@ -528,8 +528,11 @@ impl Namespace {
 
     /// An annotation of Lease `name`.
     pub fn lease_annotation(&self, name: &str, key: &str) -> Option<String> {
-        self.lease(name)
-            .and_then(|l| l["metadata"]["annotations"][key].as_str().map(str::to_string))
+        self.lease(name).and_then(|l| {
+            l["metadata"]["annotations"][key]
+                .as_str()
+                .map(str::to_string)
+        })
     }
 
     pub fn lease_spec(&self, name: &str) -> Option<Value> {

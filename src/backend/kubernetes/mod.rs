@@ -197,7 +197,8 @@ impl KubernetesBackend {
             return None;
         }
         let to = self.presence.outranking(me, lease).await?;
-        let remaining = holdback.checked_sub(Instant::now().saturating_duration_since(vacant_since))?;
+        let remaining =
+            holdback.checked_sub(Instant::now().saturating_duration_since(vacant_since))?;
         Some(Acquire::Deferred { to, remaining })
     }
 

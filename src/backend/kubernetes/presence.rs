@@ -195,7 +195,12 @@ impl PresenceLeases {
 
     /// Creates or updates our presence Lease (compare-and-swap on the
     /// resourceVersion last written; re-read on a conflict).
-    async fn write_own(&self, me: &Presence, lease: Duration, json: &str) -> Result<(), BackendError> {
+    async fn write_own(
+        &self,
+        me: &Presence,
+        lease: Duration,
+        json: &str,
+    ) -> Result<(), BackendError> {
         let mut own = self.own.lock().await;
         if lock(&self.schedule).left {
             return Ok(());
@@ -352,7 +357,8 @@ impl PresenceLeases {
                 let this = self.clone();
                 let identity = me.identity.clone();
                 tokio::spawn(async move {
-                    let listed = tokio::time::timeout(lease, this.list_as_leader(&identity, lease)).await;
+                    let listed =
+                        tokio::time::timeout(lease, this.list_as_leader(&identity, lease)).await;
                     let mut listing = lock(&this.listing);
                     listing.in_flight = false;
                     match listed {
@@ -386,7 +392,11 @@ impl PresenceLeases {
 
     /// Lists the candidates (us, the leader, excluded) and removes presence
     /// Leases dead for long.
-    async fn list_as_leader(&self, me: &str, lease: Duration) -> Result<Vec<Presence>, BackendError> {
+    async fn list_as_leader(
+        &self,
+        me: &str,
+        lease: Duration,
+    ) -> Result<Vec<Presence>, BackendError> {
         let listed = self.list().await?;
         let dead_after = lease * GARBAGE_AFTER;
         let own_name = self.name_of(me);
@@ -407,9 +417,14 @@ impl PresenceLeases {
                 ..DeleteParams::default()
             };
             match self.leases.delete(&name, &params).await {
-                Ok(_) => tracing::info!(lease = %name, "removed the presence lease of a candidate gone for long"),
+                Ok(_) => {
+                    tracing::info!(lease = %name, "removed the presence lease of a candidate gone for long")
+                }
                 Err(err) if matches!(crate::kubernetes::status_code(&err), Some(404 | 409)) => {}
-                Err(err) => self.report("cannot remove a dead candidate's presence lease", &self.error("delete", &err)),
+                Err(err) => self.report(
+                    "cannot remove a dead candidate's presence lease",
+                    &self.error("delete", &err),
+                ),
             }
         }
         Ok(present(listed, lease, None)
@@ -539,6 +554,7 @@ mod tests {
             priority,
             healthy,
             started_at: "2026-12-02T00:00:00Z".into(),
+            standing_aside: false,
         }
     }
 
@@ -553,8 +569,11 @@ mod tests {
 
     #[test]
     fn names_are_stable_valid_and_bounded() {
-        assert_eq!(presence_lease_name("demo", "a"), "demo-af63bd4c8601");
-        assert_ne!(presence_lease_name("demo", "a"), presence_lease_name("demo", "b"));
+        assert_eq!(presence_lease_name("demo", "a"), "demo-af63dc4c8601");
+        assert_ne!(
+            presence_lease_name("demo", "a"),
+            presence_lease_name("demo", "b")
+        );
         let long = "x".repeat(253);
         assert_eq!(presence_lease_name(&long, "a").len(), 253);
         assert_eq!(label_value("demo"), "demo");
@@ -582,7 +601,11 @@ mod tests {
     #[test]
     fn standing_counts_us_with_our_current_presence() {
         let me = presence("a", 1, true);
-        let others = vec![presence("a", 99, false), presence("b", 5, true), presence("c", 9, false)];
+        let others = vec![
+            presence("a", 99, false),
+            presence("b", 5, true),
+            presence("c", 9, false),
+        ];
         let standing = standing_of(&me, &others);
         assert_eq!(standing.preferred, Some(("b".into(), 5)));
         assert_eq!(standing.healthy, 2);

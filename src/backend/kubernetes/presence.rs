@@ -193,8 +193,11 @@ impl PresenceLeases {
         });
     }
 
-    /// Creates or updates our presence Lease (compare-and-swap on the
-    /// resourceVersion last written; re-read on a conflict).
+    /// Creates or updates our presence Lease. It is ours alone, so a
+    /// conflict (our previous run created it, or a write of ours raced)
+    /// is settled by an update without a resourceVersion, which overwrites:
+    /// no `get` is needed, so the RBAC rule for presence Leases stays
+    /// `create, update, list, delete`.
     async fn write_own(
         &self,
         me: &Presence,
@@ -214,15 +217,16 @@ impl PresenceLeases {
             },
             spec: None,
         });
+        // Create when we never wrote it (or it was removed), else update.
+        let mut create = object.metadata.resource_version.is_none();
         for _ in 0..3 {
             self.fill(&mut object, me, lease, json);
-            let existing = object.metadata.resource_version.is_some();
-            let result = if existing {
+            let result = if create {
+                self.leases.create(&PostParams::default(), &object).await
+            } else {
                 self.leases
                     .replace(&name, &PostParams::default(), &object)
                     .await
-            } else {
-                self.leases.create(&PostParams::default(), &object).await
             };
             match result {
                 Ok(written) => {
@@ -230,22 +234,22 @@ impl PresenceLeases {
                     return Ok(());
                 }
                 Err(err) => match crate::kubernetes::status_code(&err) {
-                    // Changed or created by someone else (our previous run):
-                    // read it and write over it; it is ours.
+                    // Exists already, or changed since our last write:
+                    // overwrite it, it is ours.
                     Some(409) => {
                         own.cached = None;
-                        match self.leases.get_opt(&name).await {
-                            Ok(Some(current)) => object = current,
-                            Ok(None) => object.metadata.resource_version = None,
-                            Err(err) => return Err(self.error("get", &err)),
-                        }
+                        object.metadata.resource_version = None;
+                        create = false;
                     }
                     // Removed (the leader took it for garbage): create it.
-                    Some(404) if existing => {
+                    Some(404) if !create => {
                         own.cached = None;
                         object.metadata.resource_version = None;
+                        create = true;
                     }
-                    _ => return Err(self.error(if existing { "update" } else { "create" }, &err)),
+                    _ => {
+                        return Err(self.error(if create { "create" } else { "update" }, &err));
+                    }
                 },
             }
         }

@@ -725,3 +725,107 @@ fn a_candidate_at_rest_costs_at_most_two_requests_per_retry_period() {
     }
     assert_eq!(e.ns.lease_holder(&e.name).as_deref(), Some("lead"));
 }
+
+/// A switchover names a candidate that dies before it is due: the released
+/// Lease is kept for it for one lease (the handoff annotation), then
+/// anyone may take it.
+#[test]
+fn a_named_candidate_that_died_is_replaced_by_anyone_after_the_window() {
+    let e = Election::new("ks-deadtarget", T2, "");
+    let group = e.start_three();
+    let leader = leader_of(&group[0]).expect("a leader");
+    let rest = others(&leader);
+    let (target, third) = (rest[0], rest[1]);
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(500);
+    let (code, body) = switchover(
+        by_name(&group, third),
+        &format!("{{\"candidate\": \"{target}\", \"scheduled_at\": \"{at}\"}}"),
+    );
+    assert_eq!(code, 202, "{body}");
+    // Killed, so its presence Lease stays and still counts as present
+    // when the switchover is due.
+    by_name(&group, target).kill();
+    wait_until(PATIENCE, "the old leader handed over", || {
+        by_name(&group, &leader)
+            .log()
+            .contains("reason=\"switchover\"")
+    });
+    wait_until(
+        PATIENCE,
+        "the release reserved the lease for the dead one",
+        || {
+            e.annotation("leaderd.io/handoff")
+                .is_some_and(|h| h.contains(&format!("\"to\":\"{target}\"")))
+        },
+    );
+    wait_until(PATIENCE, "another candidate leads", || {
+        [leader.as_str(), third]
+            .iter()
+            .any(|n| by_name(&group, n).is_leading())
+    });
+    assert_eq!(
+        e.annotation("leaderd.io/handoff"),
+        None,
+        "cleared by the taker"
+    );
+}
+
+/// A probe that fails while `flag` exists.
+fn probe_failing_while(flag: &Path) -> String {
+    format!(
+        "health:\n  exec: [\"sh\", \"-c\", \"test ! -e {}\"]\n  period: 100ms\n  timeout: 100ms\n  failure_threshold: 2\n  success_threshold: 1\n",
+        flag.display()
+    )
+}
+
+/// An unhealthy leader hands over to the healthy candidate its renewals
+/// list; an unhealthy follower is listed so and is passed over.
+#[test]
+fn an_unhealthy_leader_hands_over_to_a_healthy_candidate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = Election::new("ks-sick", T1, "");
+    let flags = ["a", "b", "c"].map(|n| dir.path().join(format!("{n}-sick")));
+    // c is unhealthy from the start: never the one handed over to.
+    fs::write(&flags[2], "").expect("make c sick");
+    let start = |i: usize, name: &str| {
+        let config = format!("{}{}", e.config, probe_failing_while(&flags[i]));
+        e.start_with(name, &config, &e.kubeconfig, &[])
+    };
+    let a = start(0, "a");
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    let c = start(2, "c");
+    let b = start(1, "b");
+    wait_until(PATIENCE, "b is listed healthy and c unhealthy", || {
+        a.try_status().is_some_and(|s| {
+            s["candidates"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|c| c["identity"] == "b" && c["healthy"] == true)
+                    && l.iter()
+                        .any(|c| c["identity"] == "c" && c["healthy"] == false)
+            })
+        })
+    });
+    let token = token_of(&a);
+    fs::write(&flags[0], "").expect("make a sick");
+    wait_until(PATIENCE, "b leads", || b.is_leading());
+    assert!(!a.is_leading());
+    assert!(!c.is_leading());
+    assert_eq!(token_of(&b), token + 1, "one takeover, by b");
+    assert_eq!(
+        metric_sum(
+            &a.metrics(),
+            "leaderd_leadership_lost_total",
+            &[("reason", "unhealthy")]
+        ),
+        1.0
+    );
+    // a is listed unhealthy (standing aside) by the new leader.
+    wait_until(PATIENCE, "b lists a as not healthy", || {
+        b.try_status().is_some_and(|s| {
+            s["candidates"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|c| c["identity"] == "a" && c["healthy"] == false)
+            })
+        })
+    });
+}

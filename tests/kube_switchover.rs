@@ -651,6 +651,53 @@ fn a_starved_follower_does_not_recreate_a_deleted_lease_at_once() {
     a.signal("CONT");
 }
 
+/// A follower that found the Lease missing (a new election) and was then
+/// starved (frozen here) while another candidate created the Lease, led
+/// and had it deleted under it: when it runs again it finds the Lease
+/// missing as before, but that says nothing about the time in between, so
+/// it must wait a full lease from then, not from its first look.
+#[test]
+fn a_follower_starved_since_it_found_the_lease_missing_waits_again() {
+    let e = Election::new("ks-neverseen", T2, "");
+    let b = e.start("b");
+    wait_until(PATIENCE, "b finds the lease missing", || {
+        b.log().contains("the lease does not exist")
+    });
+    b.signal("STOP");
+    let a = e.start("a");
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    let since = Instant::now();
+    wait_until(PATIENCE, "a renews", || {
+        e.ns.client_writes_since(&e.name, since)
+            .iter()
+            .any(|w| w.verb == "update" && w.holder() == "a")
+    });
+    a.signal("STOP");
+    let renewed =
+        e.ns.lease_writes(&e.name)
+            .into_iter()
+            .rfind(|w| !w.by_test && w.holder() == "a")
+            .expect("a's last write");
+    assert!(e.ns.delete_lease(&e.name));
+    b.signal("CONT");
+    wait_until(PATIENCE, "b creates the lease", || {
+        e.ns.lease_holder(&e.name).is_some_and(|h| h == "b")
+    });
+    let created =
+        e.ns.lease_writes(&e.name)
+            .into_iter()
+            .find(|w| w.verb == "create" && w.holder() == "b")
+            .expect("b's create");
+    assert!(
+        created.at >= renewed.at + T2.renew,
+        "b created the lease {:?} after a's last renewal, while a may lead for {:?}:\n{}",
+        created.at.duration_since(renewed.at),
+        T2.renew,
+        e.ns.dump_lease_writes(&e.name)
+    );
+    a.signal("CONT");
+}
+
 /// What one candidate at rest costs the API server, counted in the audit
 /// log: each daemon runs as a ServiceAccount of its own, nothing asks for
 /// the candidates meanwhile (no /status, no /metrics), and the window

@@ -23,7 +23,8 @@
 //!   (`reason: LeaderElection`, `<identity> became leader`).
 //! - A Lease found missing is created only once it has been missing for one
 //!   lease by our clock ([`Acquire::Quarantined`]): it may have been
-//!   deleted under a holder that still acts until its safe-until.
+//!   deleted under a holder that still acts until its safe-until. Only a
+//!   chain of looks we can vouch for counts ([`absence`]).
 //! - Steering (see [`presence`] for the candidates): a pending switchover
 //!   is the annotation [`SWITCHOVER`] on the Lease, written with CAS and
 //!   read by the leader from the Lease its renewal writes; a switchover's
@@ -33,6 +34,7 @@
 //!   is free, a present, healthy candidate with a higher priority is given
 //!   `holdback` to take it first.
 
+mod absence;
 mod presence;
 mod watcher;
 
@@ -53,6 +55,7 @@ use crate::backend::{
     Switchover, SwitchoverAnswer, SwitchoverRequest, Term, lock,
 };
 use crate::kubernetes::{EventRecorder, Involved};
+use absence::Absence;
 use presence::{PresenceLeases, SeenHolder};
 use watcher::LeaseWatcher;
 
@@ -74,9 +77,8 @@ pub struct KubernetesBackend {
     /// The record last seen and the instant (our clock) it was first seen
     /// in that form: client-go's observedRecord / observedTime.
     observed: Mutex<Option<(LeaseSpec, Instant)>>,
-    /// When this candidate first found the Lease missing (our clock), and
-    /// whether it said so.
-    missing: Mutex<Option<(Instant, bool)>>,
+    /// Since when the Lease is missing, by the acquisitions' looks.
+    absence: Mutex<Absence>,
     highest_token_seen: AtomicU64,
     presence: Arc<PresenceLeases>,
     notices: watch::Receiver<Notices>,
@@ -96,7 +98,7 @@ impl KubernetesBackend {
             namespace: namespace.to_string(),
             cached: Mutex::new(None),
             observed: Mutex::new(None),
-            missing: Mutex::new(None),
+            absence: Mutex::new(Absence::default()),
             highest_token_seen: AtomicU64::new(0),
             presence: Arc::new(PresenceLeases::new(leases.clone(), namespace, name)),
             notices,
@@ -145,30 +147,26 @@ impl KubernetesBackend {
             let token = token_of(spec);
             self.highest_token_seen.fetch_max(token, Ordering::Relaxed);
         }
-        let mut missing = lock(&self.missing);
-        match &lease {
-            Some(_) => *missing = None,
-            None => {
-                missing.get_or_insert((Instant::now(), false));
-            }
+        if lease.is_some() {
+            lock(&self.absence).ended();
         }
-        drop(missing);
         *lock(&self.cached) = lease;
     }
 
-    /// Since when (our clock) the Lease is missing, saying so once.
+    /// Since when (our clock) the Lease is missing for sure, having just
+    /// found it missing; says so once.
     fn missing_since(&self, lease: Duration) -> Instant {
-        let mut missing = lock(&self.missing);
-        let (since, told) = missing.get_or_insert((Instant::now(), false));
-        if !*told {
-            *told = true;
+        let news = self.notices.borrow().acquired;
+        let mut absence = lock(&self.absence);
+        let since = absence.missing(Instant::now(), news, lease);
+        if absence.first_mention() {
             tracing::info!(
                 lease = %format!("{}/{}", self.namespace, self.name),
                 wait = %crate::config::show(lease),
                 "the lease does not exist (a new election, or it was deleted): it is created once it has been missing for one lease_duration, so that a holder of a deleted lease has stopped acting"
             );
         }
-        *since
+        since
     }
 
     /// The holder as we last saw it and how long ago we saw it renewed,

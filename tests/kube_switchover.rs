@@ -876,3 +876,33 @@ fn an_unhealthy_leader_hands_over_to_a_healthy_candidate() {
         })
     });
 }
+
+/// With `preempt`, a leader hands over to a healthy candidate with a
+/// higher priority once it has seen it stand (in the presence Leases it
+/// lists) for `preempt_delay`.
+#[test]
+fn with_preempt_the_preferred_candidate_takes_over_after_the_delay() {
+    let e = Election::new("ks-preempt", T1, "");
+    let low = e.config.replace(
+        "  retry_period:",
+        "  preempt: true\n  preempt_delay: 1s\n  retry_period:",
+    );
+    let high = low.replace("  preempt: true\n", "  preempt: true\n  priority: 5\n");
+    let a = e.start_with("a", &low, &e.kubeconfig, &[]);
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    let token = token_of(&a);
+    let b = e.start_with("b", &high, &e.kubeconfig, &[]);
+    wait_until(PATIENCE, "b takes over", || b.is_leading());
+    assert_eq!(token_of(&b), token + 1, "one takeover, by b");
+    assert_eq!(
+        metric_sum(
+            &a.metrics(),
+            "leaderd_leadership_lost_total",
+            &[("reason", "preempted")]
+        ),
+        1.0
+    );
+    // And it stays there.
+    std::thread::sleep(T1.lease * 2);
+    assert!(b.is_leading());
+}

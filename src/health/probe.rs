@@ -1,7 +1,9 @@
 //! Running one probe, bounded by its timeout: a command (exit 0), an HTTP
 //! GET (2xx), or a file's age.
 
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http_body_util::Empty;
@@ -48,24 +50,60 @@ pub async fn run(probe: &Probe, timeout: Duration) -> Outcome {
     match probe {
         Probe::Exec(argv) => exec(argv, timeout).await,
         Probe::Http(url) => http(url, timeout).await,
-        Probe::File { path, max_age } => match std::fs::metadata(path).and_then(|m| m.modified()) {
-            Err(err) => Outcome::Failed(format!("{}: {err}", path.display())),
-            Ok(modified) => {
-                let age = SystemTime::now()
-                    .duration_since(modified)
-                    .unwrap_or(Duration::ZERO);
-                if age <= *max_age {
-                    Outcome::Ok
-                } else {
-                    Outcome::Failed(format!(
-                        "{} was last modified {} ago (max_age {})",
-                        path.display(),
-                        show(age),
-                        show(*max_age)
-                    ))
-                }
-            }
-        },
+        Probe::File { path, max_age } => file(path, *max_age, timeout).await,
+    }
+}
+
+/// A stat of the probe's file still waiting for its file system (a hung NFS
+/// or FUSE mount answers never); one at a time, so a hung mount costs one
+/// thread, not one per period.
+static STAT_IN_FLIGHT: AtomicBool = AtomicBool::new(false);
+
+/// The file's age, read on a thread of its own: stat(2) on a hung mount
+/// blocks in the kernel, and on the runtime it would freeze renewals too.
+async fn file(path: &Path, max_age: Duration, timeout: Duration) -> Outcome {
+    if STAT_IN_FLIGHT.swap(true, Ordering::AcqRel) {
+        return Outcome::Failed(format!(
+            "{}: the previous look at it has not returned (hung file system?)",
+            path.display()
+        ));
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let owned = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("leaderd-health-stat".into())
+        .spawn(move || {
+            let modified = std::fs::metadata(&owned).and_then(|m| m.modified());
+            STAT_IN_FLIGHT.store(false, Ordering::Release);
+            let _ = reply.send(modified);
+        });
+    if let Err(err) = spawned {
+        STAT_IN_FLIGHT.store(false, Ordering::Release);
+        return Outcome::Failed(format!(
+            "cannot start a thread to look at {}: {err}",
+            path.display()
+        ));
+    }
+    let modified = match tokio::time::timeout(timeout, answer).await {
+        Err(_) => return Outcome::Timeout,
+        Ok(Err(_)) => {
+            return Outcome::Failed(format!("{}: the look at it was lost", path.display()));
+        }
+        Ok(Ok(Err(err))) => return Outcome::Failed(format!("{}: {err}", path.display())),
+        Ok(Ok(Ok(modified))) => modified,
+    };
+    let age = SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or(Duration::ZERO);
+    if age <= max_age {
+        Outcome::Ok
+    } else {
+        Outcome::Failed(format!(
+            "{} was last modified {} ago (max_age {})",
+            path.display(),
+            show(age),
+            show(max_age)
+        ))
     }
 }
 

@@ -105,6 +105,39 @@ URL comes from a Secret). */}}
 {{- if and (eq .Values.backend.type "redis") .Values.backend.redis.passwordSecret }}true{{ end }}
 {{- end }}
 
+{{/* Whether switchover is enabled by a bearer token from a Secret
+(leaderd's http.admin_token_file). */}}
+{{- define "leaderd.adminToken" -}}
+{{- if or .Values.admin.tokenSecret.name .Values.admin.tokenSecret.create }}true{{ end }}
+{{- end }}
+
+{{/* The Secret that holds the admin token: the named one, or with create
+the chart's own (<fullname>-admin by default). */}}
+{{- define "leaderd.adminTokenSecretName" -}}
+{{- if .Values.admin.tokenSecret.name }}{{ .Values.admin.tokenSecret.name }}{{ else }}{{ include "leaderd.fullname" . }}-admin{{ end }}
+{{- end }}
+
+{{/* Whether a health probe is set (then leaderd.yaml gets a health section). */}}
+{{- define "leaderd.health" -}}
+{{- if or .Values.health.exec .Values.health.http .Values.health.file }}true{{ end }}
+{{- end }}
+
+{{/* Where the admin token's Secret is mounted: a file, never the ConfigMap. */}}
+{{- define "leaderd.adminTokenFile" -}}/etc/leaderd-admin/token{{- end }}
+
+{{/* The URL `leaderd status` and `leaderd switchover` use inside the pod
+(LEADERD_URL): the admin listener when there is one, which needs no token
+and serves every endpoint, else the main port. */}}
+{{- define "leaderd.cliUrl" -}}
+{{- if .Values.admin.listen }}http://{{ .Values.admin.listen }}{{ else }}http://127.0.0.1:{{ .Values.httpPort }}{{ end }}
+{{- end }}
+
+{{/* Whether the candidates only observe (election.mode=observe): they never
+lead, so there is no leader process, health probe or leader Service. */}}
+{{- define "leaderd.observer" -}}
+{{- if eq .Values.election.mode "observe" }}true{{ end }}
+{{- end }}
+
 {{/* Placeholder for the Redis URL that the init container fills in. */}}
 {{- define "leaderd.urlPlaceholder" -}}__LEADERD_REDIS_URL__{{- end }}
 
@@ -170,7 +203,49 @@ would refuse to start. */}}
 {{- fail "backend.redis.url contains a password: put the whole URL in a Secret and set backend.redis.existingSecret (it would otherwise be stored in a ConfigMap)" }}
 {{- end }}
 {{- end }}
-{{- if and .Values.leaderService.enabled (not .Values.podLabel.enabled) }}
+{{- with .Values.admin.listen }}
+{{- $port := regexReplaceAll "^.*:" . "" | int }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- fail (printf "admin.listen (%s): the port must be between 1 and 65535" .) }}
+{{- end }}
+{{- if eq $port ($.Values.httpPort | int) }}
+{{- fail (printf "admin.listen (%s) must use another port than httpPort (%v): leaderd already listens on 0.0.0.0:%v" . $.Values.httpPort $.Values.httpPort) }}
+{{- end }}
+{{- end }}
+{{- if and (include "leaderd.observer" .) (eq .Values.mode "standalone") .Values.standalone.leaderProcess.command }}
+{{- fail "election.mode=observe never leads, so it cannot run standalone.leaderProcess.command: remove the command or use election.mode=candidate" }}
+{{- end }}
+{{- if and (include "leaderd.observer" .) (include "leaderd.health" .) }}
+{{- fail "election.mode=observe never leads, so its health decides nothing: remove the health probe or use election.mode=candidate" }}
+{{- end }}
+{{- $probes := 0 }}
+{{- range (list .Values.health.exec .Values.health.http .Values.health.file) }}{{ if . }}{{ $probes = add1 $probes }}{{ end }}{{ end }}
+{{- if gt $probes 1 }}
+{{- fail "health: set exactly one of health.exec, health.http and health.file" }}
+{{- end }}
+{{- if and .Values.health.file (not .Values.health.maxAge) }}
+{{- fail "health.file needs health.maxAge: how recently the file must have been modified, e.g. 10s" }}
+{{- end }}
+{{- if and .Values.health.maxAge (not .Values.health.file) }}
+{{- fail "health.maxAge applies to a file probe only (health.file)" }}
+{{- end }}
+{{- if and .Values.health.file (eq (include "leaderd.seconds" .Values.health.maxAge | float64) 0.0) }}
+{{- fail "health.maxAge must be greater than zero" }}
+{{- end }}
+{{- if include "leaderd.health" . }}
+{{- $period := include "leaderd.seconds" .Values.health.period | float64 }}
+{{- $timeout := include "leaderd.seconds" .Values.health.timeout | float64 }}
+{{- if or (lt $period 0.01) (lt $timeout 0.01) }}
+{{- fail (printf "health.period (%s) and health.timeout (%s) must be at least 10ms" .Values.health.period .Values.health.timeout) }}
+{{- end }}
+{{- if gt $timeout $period }}
+{{- fail (printf "health.timeout (%s) must not be longer than health.period (%s): probes run one at a time" .Values.health.timeout .Values.health.period) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.election.preemptDelay (eq (include "leaderd.seconds" .Values.election.preemptDelay | float64) 0.0) }}
+{{- fail "election.preemptDelay must be greater than zero (or empty: 2 × leaseDuration)" }}
+{{- end }}
+{{- if and .Values.leaderService.enabled (not .Values.podLabel.enabled) (not (include "leaderd.observer" .)) }}
 {{- fail "leaderService.enabled needs podLabel.enabled: the leader Service selects the leader's pod by that label" }}
 {{- end }}
 {{- if and (eq .Values.mode "standalone") .Values.standalone.leaderProcess.command }}
@@ -185,7 +260,14 @@ would refuse to start. */}}
 
 {{/* leaderd.yaml, in leaderd's own format (config/leaderd.yaml documents it). */}}
 {{- define "leaderd.config" -}}
-{{- $election := dict "name" (include "leaderd.electionName" .) "lease_duration" .Values.election.leaseDuration "renew_deadline" .Values.election.renewDeadline "retry_period" .Values.election.retryPeriod }}
+{{- $election := dict "name" (include "leaderd.electionName" .) "lease_duration" .Values.election.leaseDuration "renew_deadline" .Values.election.renewDeadline "retry_period" .Values.election.retryPeriod "mode" .Values.election.mode }}
+{{- if not (include "leaderd.observer" .) }}
+{{- $_ := set $election "priority" (.Values.election.priority | int64) }}
+{{- $_ := set $election "preempt" .Values.election.preempt }}
+{{- with .Values.election.preemptDelay }}
+{{- $_ := set $election "preempt_delay" . }}
+{{- end }}
+{{- end }}
 {{- $backend := dict }}
 {{- if eq .Values.backend.type "kubernetes" }}
 {{- $_ := set $backend "kubernetes" (dict "namespace" (include "leaderd.leaseNamespace" .) "lease_name" (include "leaderd.leaseName" .)) }}
@@ -202,13 +284,32 @@ would refuse to start. */}}
 {{- $_ := set $backend "redis" $redis }}
 {{- end }}
 {{- $config := dict "election" $election "backend" $backend }}
-{{- $_ := set $config "http" (dict "listen" (printf "0.0.0.0:%v" .Values.httpPort)) }}
+{{- $http := dict "listen" (printf "0.0.0.0:%v" .Values.httpPort) }}
+{{- with .Values.advertiseUrl }}
+{{- $_ := set $http "advertise_url" . }}
+{{- end }}
+{{- if include "leaderd.adminToken" . }}
+{{- $_ := set $http "admin_token_file" (include "leaderd.adminTokenFile" .) }}
+{{- end }}
+{{- with .Values.admin.listen }}
+{{- $_ := set $http "admin_listen" . }}
+{{- end }}
+{{- $_ := set $config "http" $http }}
 {{- $_ := set $config "hooks" (dict "started_leading" .Values.hooks.startedLeading "stopped_leading" .Values.hooks.stoppedLeading "new_leader" .Values.hooks.newLeader "timeout" .Values.hooks.timeout "step_down_on_failure" .Values.hooks.stepDownOnFailure) }}
 {{- if and (eq .Values.mode "standalone") .Values.standalone.leaderProcess.command }}
 {{- $_ := set $config "leader_process" (dict "command" .Values.standalone.leaderProcess.command "grace_period" .Values.standalone.leaderProcess.gracePeriod "on_exit" .Values.standalone.leaderProcess.onExit) }}
 {{- end }}
 {{- if .Values.podLabel.enabled }}
 {{- $_ := set $config "pod_label" (dict "key" .Values.podLabel.key "leader_value" .Values.podLabel.leaderValue "follower_value" .Values.podLabel.followerValue "selector" (include "leaderd.selectorString" .) "annotation" .Values.podLabel.annotation) }}
+{{- end }}
+{{- if include "leaderd.health" . }}
+{{- $health := dict "period" .Values.health.period "timeout" .Values.health.timeout "failure_threshold" (.Values.health.failureThreshold | int) "success_threshold" (.Values.health.successThreshold | int) }}
+{{- with .Values.health.exec }}{{ $_ := set $health "exec" . }}{{ end }}
+{{- with .Values.health.http }}{{ $_ := set $health "http" . }}{{ end }}
+{{- with .Values.health.file }}{{ $_ := set $health "file" . }}{{ end }}
+{{- with .Values.health.maxAge }}{{ $_ := set $health "max_age" . }}{{ end }}
+{{- with .Values.health.unhealthyBackoff }}{{ $_ := set $health "unhealthy_backoff" . }}{{ end }}
+{{- $_ := set $config "health" $health }}
 {{- end }}
 {{- toYaml (mergeOverwrite $config (deepCopy .Values.extraConfig)) }}
 {{- end }}
@@ -227,12 +328,24 @@ would refuse to start. */}}
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+# leaderd advertises http://$POD_IP:<port> to the other candidates.
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
 - name: LEADERD_CONFIG
   value: /etc/leaderd/leaderd.yaml
 - name: LEADERD_LOG
   value: {{ .Values.log.level | quote }}
 - name: LEADERD_LOG_FORMAT
   value: {{ .Values.log.format | quote }}
+# For `leaderd status` and `leaderd switchover` run with kubectl exec.
+- name: LEADERD_URL
+  value: {{ include "leaderd.cliUrl" . | quote }}
+{{- if include "leaderd.adminToken" . }}
+- name: LEADERD_ADMIN_TOKEN_FILE
+  value: {{ include "leaderd.adminTokenFile" . }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -359,6 +472,11 @@ Redis URL from the Secret into an in-memory volume, then checks the file.
       mountPath: /etc/leaderd-redis-password
       readOnly: true
     {{- end }}
+    {{- if include "leaderd.adminToken" . }}
+    - name: leaderd-admin-token
+      mountPath: {{ include "leaderd.adminTokenFile" . | dir }}
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/*
@@ -406,6 +524,15 @@ could be Ready, and a rolling update would stall.
     items:
       - key: {{ .Values.backend.redis.passwordSecretKey }}
         path: password
+{{- end }}
+{{- if include "leaderd.adminToken" . }}
+- name: leaderd-admin-token
+  secret:
+    secretName: {{ include "leaderd.adminTokenSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.admin.tokenSecret.key }}
+        path: {{ include "leaderd.adminTokenFile" . | base }}
 {{- end }}
 - name: leaderd-tmp
   emptyDir:

@@ -271,12 +271,13 @@ pub fn rule(group: &str, resource: &str, verbs: &[&str], names: &[&str]) -> Poli
     }
 }
 
-/// Everything leaderd's Lease backend uses, on every Lease of the namespace.
+/// Everything leaderd's Lease backend uses, on every Lease of the namespace
+/// (the election's Lease and the candidates' presence Leases).
 pub fn lease_rules() -> Vec<PolicyRule> {
     vec![rule(
         "coordination.k8s.io",
         "leases",
-        &["get", "watch", "create", "update"],
+        &["get", "list", "watch", "create", "update", "delete"],
         &[],
     )]
 }
@@ -508,6 +509,30 @@ impl Namespace {
             .block_on(api.get_opt(name))
             .unwrap_or_else(|e| panic!("get lease {name}: {e}"))
             .map(|l| serde_json::to_value(l).expect("lease as JSON"))
+    }
+
+    /// The Leases a label selector selects, by name.
+    pub fn leases(&self, selector: &str) -> Vec<Value> {
+        let api: Api<Lease> = self.api();
+        let mut leases: Vec<Value> = self
+            .plane
+            .block_on(api.list(&ListParams::default().labels(selector)))
+            .unwrap_or_else(|e| panic!("list leases {selector}: {e}"))
+            .items
+            .into_iter()
+            .map(|l| serde_json::to_value(l).expect("lease as JSON"))
+            .collect();
+        leases.sort_by_key(|l| l["metadata"]["name"].as_str().unwrap_or("").to_string());
+        leases
+    }
+
+    /// An annotation of Lease `name`.
+    pub fn lease_annotation(&self, name: &str, key: &str) -> Option<String> {
+        self.lease(name).and_then(|l| {
+            l["metadata"]["annotations"][key]
+                .as_str()
+                .map(str::to_string)
+        })
     }
 
     pub fn lease_spec(&self, name: &str) -> Option<Value> {

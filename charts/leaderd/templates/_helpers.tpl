@@ -574,17 +574,3 @@ spec:
   volumes:
     {{- include "leaderd.sidecar.volumes" . | nindent 4 }}
 {{- end }}
-
-{{/* The RBAC rules of the Kubernetes Lease backend. */}}
-{{- define "leaderd.leaseRules" -}}
-# Kubernetes Lease backend: the first candidate creates the Lease (create
-# cannot be limited to a name); everything else only on this Lease (the
-# watch uses a metadata.name field selector, which resourceNames allows).
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["create"]
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  resourceNames: [{{ include "leaderd.leaseName" . | quote }}]
-  verbs: ["get", "watch", "update"]
-{{- end }}

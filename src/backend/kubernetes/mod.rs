@@ -21,11 +21,25 @@
 //!   is left to its preferred holder until it expires by our observation.
 //! - On becoming leader, an Event on the Lease as client-go records it
 //!   (`reason: LeaderElection`, `<identity> became leader`).
+//! - A Lease found missing is created only once it has been missing for one
+//!   lease by our clock ([`Acquire::Quarantined`]): it may have been
+//!   deleted under a holder that still acts until its safe-until. Only a
+//!   chain of looks we can vouch for counts ([`absence`]).
+//! - Steering (see [`presence`] for the candidates): a pending switchover
+//!   is the annotation [`SWITCHOVER`] on the Lease, written with CAS and
+//!   read by the leader from the Lease its renewal writes; a switchover's
+//!   release leaves the annotation [`HANDOFF`], which keeps the released
+//!   Lease for the candidate it names for one lease by our observation
+//!   (leaderd candidates only: client-go does not know it). When the Lease
+//!   is free, a present, healthy candidate with a higher priority is given
+//!   `holdback` to take it first.
 
+mod absence;
+mod presence;
 mod watcher;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -36,10 +50,20 @@ use tokio::time::Instant;
 
 use crate::backend::{
     Acquire, Backend, BackendError, Candidate, Handoff, Holder, Notices, Observed, Presence, Renew,
-    SwitchoverAnswer, SwitchoverRequest, Term, lock,
+    Switchover, SwitchoverAnswer, SwitchoverRequest, Term, lock,
 };
 use crate::kubernetes::{EventRecorder, Involved};
+use absence::Absence;
+use presence::{PresenceLeases, SeenHolder};
 use watcher::LeaseWatcher;
+
+/// The annotation on the election's Lease holding the pending switchover
+/// (JSON of [`Switchover`]).
+pub const SWITCHOVER: &str = "leaderd.io/switchover";
+/// The annotation a switchover's release leaves on the Lease (JSON of
+/// [`Handoff`]): only the candidate it names may take the Lease while it
+/// is valid.
+pub const HANDOFF: &str = "leaderd.io/handoff";
 
 pub struct KubernetesBackend {
     leases: Api<Lease>,
@@ -51,7 +75,10 @@ pub struct KubernetesBackend {
     /// The record last seen and the instant (our clock) it was first seen
     /// in that form: client-go's observedRecord / observedTime.
     observed: Mutex<Option<(LeaseSpec, Instant)>>,
+    /// Since when the Lease is missing, by the acquisitions' looks.
+    absence: Mutex<Absence>,
     highest_token_seen: AtomicU64,
+    presence: Arc<PresenceLeases>,
     notices: watch::Receiver<Notices>,
     events: EventRecorder,
     _watcher: LeaseWatcher,
@@ -64,12 +91,14 @@ impl KubernetesBackend {
         let (ticks, notices) = watch::channel(Notices::default());
         let watcher = LeaseWatcher::spawn(leases.clone(), name.to_string(), ticks);
         KubernetesBackend {
-            leases,
+            leases: leases.clone(),
             name: name.to_string(),
             namespace: namespace.to_string(),
             cached: Mutex::new(None),
             observed: Mutex::new(None),
+            absence: Mutex::new(Absence::default()),
             highest_token_seen: AtomicU64::new(0),
+            presence: Arc::new(PresenceLeases::new(leases.clone(), namespace, name)),
             notices,
             events,
             _watcher: watcher,
@@ -116,7 +145,57 @@ impl KubernetesBackend {
             let token = token_of(spec);
             self.highest_token_seen.fetch_max(token, Ordering::Relaxed);
         }
+        if lease.is_some() {
+            lock(&self.absence).ended();
+        }
         *lock(&self.cached) = lease;
+    }
+
+    /// Since when (our clock) the Lease is missing for sure, having just
+    /// found it missing; says so once.
+    fn missing_since(&self, lease: Duration) -> Instant {
+        let news = self.notices.borrow().acquired;
+        let mut absence = lock(&self.absence);
+        let since = absence.missing(Instant::now(), news, lease);
+        if absence.first_mention() {
+            tracing::info!(
+                lease = %format!("{}/{}", self.namespace, self.name),
+                wait = %crate::config::show(lease),
+                "the lease does not exist (a new election, or it was deleted): it is created once it has been missing for one lease_duration, so that a holder of a deleted lease has stopped acting"
+            );
+        }
+        since
+    }
+
+    /// The holder as we last saw it and how long ago we saw it renewed,
+    /// while its lease runs by our observation.
+    fn seen_holder(&self) -> Option<SeenHolder> {
+        let observed = lock(&self.observed);
+        let (spec, since) = observed.as_ref()?;
+        let holder = holder_of(spec)?;
+        let ago = since.elapsed();
+        (ago < Duration::from_secs(seconds(spec))).then_some(SeenHolder {
+            identity: holder.identity,
+            renewed_ago: ago,
+        })
+    }
+
+    /// Keeps a vacancy (since `vacant_since`, our clock) for a present,
+    /// healthy candidate that outranks `me`, for `holdback` from then.
+    async fn held_back(
+        &self,
+        me: &Presence,
+        lease: Duration,
+        vacant_since: Instant,
+        holdback: Duration,
+    ) -> Option<Acquire> {
+        if Instant::now().saturating_duration_since(vacant_since) >= holdback {
+            return None;
+        }
+        let to = self.presence.outranking(me, lease).await?;
+        let remaining =
+            holdback.checked_sub(Instant::now().saturating_duration_since(vacant_since))?;
+        Some(Acquire::Deferred { to, remaining })
     }
 
     /// When the record took its current form, by our clock.
@@ -200,9 +279,10 @@ impl Backend for KubernetesBackend {
         me: &Presence,
         lease: Duration,
         live_holder: Option<&Holder>,
-        _holdback: Duration,
+        holdback: Duration,
         _deadline: Instant,
     ) -> Result<Acquire, BackendError> {
+        self.presence.refresh(me, lease, false);
         let identity = me.identity.as_str();
         let floor = self
             .highest_token_seen
@@ -212,6 +292,19 @@ impl Backend for KubernetesBackend {
             if live_holder.is_some() {
                 // Someone deleted the Lease its holder may still be using.
                 return Ok(Acquire::Vanished);
+            }
+            // Deleted under a holder we never saw (we were slow, or just
+            // started)? It may act until its safe-until, less than a lease
+            // after its last renewal, which came before the deletion.
+            let open = self.missing_since(lease) + lease;
+            let now = Instant::now();
+            if now < open {
+                return Ok(Acquire::Quarantined {
+                    remaining: open - now,
+                });
+            }
+            if let Some(deferred) = self.held_back(me, lease, open, holdback).await {
+                return Ok(deferred);
             }
             let spec = new_term_spec(identity, lease, floor);
             return Ok(match self.create(spec).await? {
@@ -240,12 +333,38 @@ impl Backend for KubernetesBackend {
                 retry_in: expires - now,
             });
         }
+        match handoff_of(&current, &spec) {
+            // Reserved by a switchover for one lease from when we saw it.
+            Some(handoff) if now < since + lease => {
+                if handoff.to != identity {
+                    return Ok(Acquire::Reserved {
+                        to: handoff.to,
+                        remaining: since + lease - now,
+                    });
+                }
+            }
+            _ => {
+                // Released: vacant since we saw the release; expired: since
+                // it expired by our observation.
+                let vacant_since = if holder_of(&spec).is_none() {
+                    since
+                } else {
+                    expires
+                };
+                if let Some(deferred) = self.held_back(me, lease, vacant_since, holdback).await {
+                    return Ok(deferred);
+                }
+            }
+        }
 
         // Free (released) or expired by our own observation: take it over
         // with a CAS on the resourceVersion we just read.
         let token = (token_of(&spec) + 1).max(floor);
         let mut next = current;
         next.spec = Some(new_term_spec(identity, lease, token));
+        if let Some(annotations) = next.metadata.annotations.as_mut() {
+            annotations.remove(HANDOFF);
+        }
         match self.write(&next).await? {
             Ok(written) => Ok(Acquire::Acquired(self.became_leader(&written, identity))),
             Err(_) => self.held_or_retry().await,
@@ -255,12 +374,14 @@ impl Backend for KubernetesBackend {
     async fn renew(
         &self,
         term: &Term,
-        _me: &Presence,
+        me: &Presence,
         lease: Duration,
         _deadline: Instant,
     ) -> Result<Renew, BackendError> {
-        // One retry: a 409 may only mean a metadata change by someone else.
-        for _ in 0..2 {
+        self.presence.refresh(me, lease, true);
+        // Retries: a 409 may only mean a metadata change by someone else (a
+        // switchover recorded on the Lease).
+        for _ in 0..3 {
             let mut current = match self.ours(term).await? {
                 Ok(current) => current,
                 Err(holder) => return Ok(Renew::Lost { holder }),
@@ -277,10 +398,10 @@ impl Backend for KubernetesBackend {
                 spec.lease_duration_seconds = Some(whole_seconds(lease));
             }
             match self.write(&current).await? {
-                Ok(_) => {
+                Ok(written) => {
                     return Ok(Renew::Renewed {
-                        switchover: None,
-                        standing: Default::default(),
+                        switchover: switchover_of(&written),
+                        standing: self.presence.standing(me, lease),
                     });
                 }
                 Err(404) => return Ok(Renew::Lost { holder: None }),
@@ -296,11 +417,11 @@ impl Backend for KubernetesBackend {
     async fn release(
         &self,
         term: &Term,
-        _handoff: Option<&Handoff>,
+        handoff: Option<&Handoff>,
         _lease: Duration,
         _deadline: Instant,
     ) -> Result<bool, BackendError> {
-        for _ in 0..2 {
+        for _ in 0..3 {
             let mut current = match self.ours(term).await? {
                 Ok(current) => current,
                 Err(_) => return Ok(false),
@@ -312,6 +433,25 @@ impl Backend for KubernetesBackend {
                 spec.lease_duration_seconds = Some(1);
                 spec.acquire_time = Some(now.clone());
                 spec.renew_time = Some(now);
+            }
+            let annotations = current
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default);
+            match handoff {
+                Some(handoff) => {
+                    annotations.insert(
+                        HANDOFF.to_string(),
+                        serde_json::to_string(handoff).unwrap_or_default(),
+                    );
+                    // The switchover it carries out is done.
+                    if handoff.reason == "switchover" {
+                        annotations.remove(SWITCHOVER);
+                    }
+                }
+                None => {
+                    annotations.remove(HANDOFF);
+                }
             }
             match self.write(&current).await? {
                 Ok(_) => return Ok(true),
@@ -327,10 +467,13 @@ impl Backend for KubernetesBackend {
 
     async fn observe(
         &self,
-        _me: Option<&Presence>,
-        _lease: Duration,
+        me: Option<&Presence>,
+        lease: Duration,
         _deadline: Instant,
     ) -> Result<Observed, BackendError> {
+        if let Some(me) = me {
+            self.presence.refresh(me, lease, false);
+        }
         let now = Instant::now();
         let Some(current) = self.read().await? else {
             return Ok(Observed::Free);
@@ -343,30 +486,80 @@ impl Backend for KubernetesBackend {
                 holder,
                 remaining: expires - now,
             }),
-            _ => Ok(Observed::Free),
+            _ => match handoff_of(&current, &spec) {
+                Some(handoff) if now < since + lease => Ok(Observed::Reserved {
+                    to: handoff.to,
+                    remaining: since + lease - now,
+                }),
+                _ => Ok(Observed::Free),
+            },
         }
     }
 
     async fn candidates(
         &self,
-        _lease: Duration,
+        lease: Duration,
         _deadline: Instant,
     ) -> Result<Vec<Candidate>, BackendError> {
-        Ok(Vec::new())
+        self.presence.candidates(lease, self.seen_holder()).await
     }
 
-    async fn leave(&self, _identity: &str, _deadline: Instant) -> Result<(), BackendError> {
-        Ok(())
+    async fn leave(&self, identity: &str, _deadline: Instant) -> Result<(), BackendError> {
+        self.presence.leave(identity).await
     }
 
     async fn switchover(
         &self,
-        _request: SwitchoverRequest,
+        request: SwitchoverRequest,
         _deadline: Instant,
     ) -> Result<SwitchoverAnswer, BackendError> {
-        Err(BackendError::new(
-            "switchover is not available on the Kubernetes backend yet",
-        ))
+        // A CAS on the Lease: retried when a renewal (or anyone) wrote
+        // between our read and our write.
+        for _ in 0..5 {
+            let Some(mut current) = self.read().await? else {
+                return match request {
+                    SwitchoverRequest::Record(_) => Err(BackendError::new(format!(
+                        "{} does not exist: nobody leads",
+                        self.describe()
+                    ))),
+                    _ => Ok(SwitchoverAnswer::None),
+                };
+            };
+            let recorded = annotation(&current, SWITCHOVER).map(str::to_string);
+            let pending = switchover_of(&current);
+            let annotations = current
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default);
+            match &request {
+                SwitchoverRequest::Get => {
+                    return Ok(pending.map_or(SwitchoverAnswer::None, SwitchoverAnswer::Pending));
+                }
+                SwitchoverRequest::Record(record) => {
+                    if let Some(pending) = pending {
+                        return Ok(SwitchoverAnswer::Pending(pending));
+                    }
+                    annotations.insert(
+                        SWITCHOVER.to_string(),
+                        serde_json::to_string(record).unwrap_or_default(),
+                    );
+                }
+                SwitchoverRequest::Cancel => {
+                    if recorded.is_none() {
+                        return Ok(SwitchoverAnswer::None);
+                    }
+                    annotations.remove(SWITCHOVER);
+                }
+            }
+            match self.write(&current).await? {
+                Ok(_) => return Ok(SwitchoverAnswer::Done),
+                Err(_) => continue,
+            }
+        }
+        Err(BackendError::new(format!(
+            "{}: the switchover kept conflicting with other writers",
+            self.describe()
+        )))
     }
 
     fn notices(&self) -> watch::Receiver<Notices> {
@@ -434,7 +627,7 @@ pub async fn preflight(
         )),
         Ok(Ok(None)) => result
             .facts
-            .push("lease does not exist yet; the first candidate creates it".into()),
+            .push("lease does not exist yet; the first candidate creates it once it has been missing for one lease_duration (a lease found missing may have been deleted under a holder that still acts), so the first term of a new election starts one lease late".into()),
         Ok(Ok(Some(lease))) => match lease.spec.as_ref().and_then(holder_of) {
             Some(holder) => result.facts.push(format!(
                 "lease held by {} (leaseTransitions {})",
@@ -493,6 +686,36 @@ fn preferred_other(spec: &LeaseSpec, identity: &str) -> Option<String> {
         .as_deref()
         .filter(|preferred| !preferred.is_empty() && *preferred != identity)
         .map(str::to_string)
+}
+
+fn annotation<'a>(lease: &'a Lease, key: &str) -> Option<&'a str> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// The pending switchover recorded on the Lease, if leaderd can read it.
+fn switchover_of(lease: &Lease) -> Option<Switchover> {
+    let json = annotation(lease, SWITCHOVER)?;
+    match serde_json::from_str(json) {
+        Ok(record) => Some(record),
+        Err(err) => {
+            tracing::warn!(%err, annotation = SWITCHOVER, "a switchover record leaderd cannot read; ignored");
+            None
+        }
+    }
+}
+
+/// The handoff left by the release the Lease records: only while nobody
+/// holds it and the term it names is the one released (a client-go
+/// candidate that took the Lease meanwhile kept the annotation, but counted
+/// a transition).
+fn handoff_of(lease: &Lease, spec: &LeaseSpec) -> Option<Handoff> {
+    let handoff: Handoff = serde_json::from_str(annotation(lease, HANDOFF)?).ok()?;
+    (holder_of(spec).is_none() && handoff.token == token_of(spec)).then_some(handoff)
 }
 
 fn token_of(spec: &LeaseSpec) -> u64 {

@@ -1,5 +1,8 @@
-//! Watches the Lease and ticks on every change, so that followers take a
-//! released Lease within milliseconds instead of at their next poll.
+//! Watches the Lease and ticks on every change of holder or term, so that
+//! followers take a released Lease within milliseconds instead of at their
+//! next poll, and on every change of the pending switchover (the
+//! annotation [`super::SWITCHOVER`]), so that the leader carries it out at
+//! once instead of at its next renewal.
 //!
 //! As with Redis notices, this is an accelerator: followers still wake at
 //! the observed expiry if a watch event is lost, and the watcher ticks after
@@ -44,6 +47,7 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Noti
             n.acquired = n.acquired.wrapping_add(1);
         })
     };
+    let request = || ticks.send_modify(|n| n.requests = n.requests.wrapping_add(1));
     let namespace = leases.namespace().unwrap_or("default").to_string();
     let params = WatchParams::default()
         .fields(&format!("metadata.name={name}"))
@@ -53,6 +57,7 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Noti
     // watch (followers wake at the lease's expiry), only handovers slow down.
     let mut last_problem = String::new();
     let mut last_term: Option<(Option<String>, Option<i32>)> = None;
+    let mut last_switchover: Option<String> = None;
     loop {
         let version = match leases.get_opt(&name).await {
             Ok(Some(lease)) => lease
@@ -67,7 +72,9 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Noti
                 continue;
             }
         };
+        // Anything may have changed while we were not watching.
         tick();
+        request();
         let opened = tokio::time::Instant::now();
         match leases.watch(&params, &version).await {
             Ok(stream) => {
@@ -83,9 +90,15 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Noti
                                 last_term = Some(term);
                                 tick();
                             }
+                            let switchover = switchover_of(&lease);
+                            if switchover != last_switchover {
+                                last_switchover = switchover;
+                                request();
+                            }
                         }
                         Ok(WatchEvent::Deleted(_)) => {
                             last_term = None;
+                            last_switchover = None;
                             tick();
                         }
                         Ok(WatchEvent::Bookmark(_)) => {}
@@ -129,4 +142,14 @@ fn term_of(lease: &Lease) -> (Option<String>, Option<i32>) {
         spec.and_then(|s| s.holder_identity.clone()),
         spec.and_then(|s| s.lease_transitions),
     )
+}
+
+/// The pending switchover's annotation, as text.
+fn switchover_of(lease: &Lease) -> Option<String> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::SWITCHOVER))
+        .cloned()
 }

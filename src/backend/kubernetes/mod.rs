@@ -434,6 +434,7 @@ impl Backend for KubernetesBackend {
                 spec.acquire_time = Some(now.clone());
                 spec.renew_time = Some(now);
             }
+            let pending_id = switchover_of(&current).map(|pending| pending.id);
             let annotations = current
                 .metadata
                 .annotations
@@ -444,8 +445,9 @@ impl Backend for KubernetesBackend {
                         HANDOFF.to_string(),
                         serde_json::to_string(handoff).unwrap_or_default(),
                     );
-                    // The switchover it carries out is done.
-                    if handoff.reason == "switchover" {
+                    // The switchover it carries out is done; not one asked
+                    // for since.
+                    if handoff.switchover.is_some() && handoff.switchover == pending_id {
                         annotations.remove(SWITCHOVER);
                     }
                 }
@@ -544,8 +546,11 @@ impl Backend for KubernetesBackend {
                         serde_json::to_string(record).unwrap_or_default(),
                     );
                 }
-                SwitchoverRequest::Cancel => {
-                    if recorded.is_none() {
+                SwitchoverRequest::Cancel(id) => {
+                    let another = id.as_ref().is_some_and(|id| {
+                        pending.as_ref().is_none_or(|pending| pending.id != *id)
+                    });
+                    if recorded.is_none() || another {
                         return Ok(SwitchoverAnswer::None);
                     }
                     annotations.remove(SWITCHOVER);

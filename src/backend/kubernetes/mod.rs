@@ -547,9 +547,9 @@ impl Backend for KubernetesBackend {
                     );
                 }
                 SwitchoverRequest::Cancel(id) => {
-                    let another = id.as_ref().is_some_and(|id| {
-                        pending.as_ref().is_none_or(|pending| pending.id != *id)
-                    });
+                    let another = id
+                        .as_ref()
+                        .is_some_and(|id| pending.as_ref().is_none_or(|pending| pending.id != *id));
                     if recorded.is_none() || another {
                         return Ok(SwitchoverAnswer::None);
                     }

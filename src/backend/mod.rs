@@ -123,6 +123,10 @@ pub struct Switchover {
     pub requested_via: String,
     /// The leader when it was requested.
     pub leader: String,
+    /// That leader's fencing token: the request belongs to that term (the
+    /// same identity re-elected after a crash is another term).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_token: Option<u64>,
 }
 
 /// What a release leaves behind on a switchover: until it expires (one

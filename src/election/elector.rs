@@ -596,6 +596,7 @@ impl<B: Backend> Elector<B> {
                     self.publish_deadline(safe_until, lease_until);
                     let decision = handover::decide(
                         &me,
+                        term.fencing_token,
                         switchover.as_ref(),
                         &standing,
                         self.conduct.preemption,
@@ -611,7 +612,7 @@ impl<B: Backend> Elector<B> {
                         }
                         Decision::StayUnhealthy => self.leading_unhealthy(true),
                         Decision::Drop { why, id } => {
-                            tracing::info!(%why, "the pending switchover has nothing left to do; removing it");
+                            tracing::warn!(%why, "the pending switchover has nothing left to do; removing it");
                             self.end_switchover(&id, safe_until).await;
                         }
                         Decision::HandOver {

@@ -59,8 +59,11 @@ pub struct Outranked {
 
 /// Decides after a renewal. `outranked` is the caller's memory of the
 /// candidate outranking us (updated here).
+// Every input spelled out, so that each rule is tested without a store.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     me: &Presence,
+    term_token: u64,
     switchover: Option<&Switchover>,
     standing: &Standing,
     preemption: Preemption,
@@ -83,10 +86,22 @@ pub fn decide(
                     // that term ended (it crashed, or was switched over
                     // already), the request ended with it — carrying it out
                     // would move leadership a second time for one request.
-                    _ if request.leader != me.identity => Decision::Drop {
-                        why: format!("it was asked of {}'s term, which is over", request.leader),
-                        id,
-                    },
+                    _ if request.leader != me.identity
+                        || request
+                            .leader_token
+                            .is_some_and(|token| token != term_token) =>
+                    {
+                        Decision::Drop {
+                            why: format!(
+                                "it was asked of {}'s term (token {}), which is over",
+                                request.leader,
+                                request
+                                    .leader_token
+                                    .map_or_else(|| "?".to_string(), |t| t.to_string())
+                            ),
+                            id,
+                        }
+                    }
                     Some(name) => Decision::HandOver {
                         to: Target::Named(name.clone()),
                         reason: Reason::Switchover,
@@ -191,6 +206,7 @@ mod tests {
             requested_at: "2026-12-02T00:00:00Z".into(),
             requested_via: "b".into(),
             leader: "a".into(),
+            leader_token: Some(1),
         }
     }
 
@@ -211,6 +227,7 @@ mod tests {
         assert_eq!(
             decide(
                 &me,
+                1,
                 Some(&named),
                 &standing(None, 2),
                 Preemption::default(),
@@ -228,6 +245,7 @@ mod tests {
         assert_eq!(
             decide(
                 &me,
+                1,
                 Some(&anyone),
                 &standing(None, 2),
                 Preemption::default(),
@@ -245,12 +263,32 @@ mod tests {
         assert!(matches!(
             decide(
                 &me,
+                1,
                 Some(&ourselves),
                 &standing(None, 2),
                 Preemption::default(),
                 &mut outranked,
                 now,
                 wall
+            ),
+            Decision::Drop { .. }
+        ));
+    }
+
+    #[test]
+    fn a_switchover_asked_of_an_earlier_term_of_the_same_leader_is_dropped() {
+        // a crashed and was elected again: token 7, not the 1 it was asked of.
+        let me = presence("a", 0, true);
+        assert!(matches!(
+            decide(
+                &me,
+                7,
+                Some(&request(Some("b"), None)),
+                &standing(None, 2),
+                Preemption::default(),
+                &mut None,
+                Instant::now(),
+                SystemTime::now()
             ),
             Decision::Drop { .. }
         ));
@@ -264,7 +302,7 @@ mod tests {
             let stale = request(candidate, None);
             assert!(matches!(
                 decide(
-                    &me,
+                    &me, 1,
                     Some(&stale),
                     &standing(None, 2),
                     Preemption::default(),
@@ -284,6 +322,7 @@ mod tests {
         let later = request(Some("b"), Some("2999-01-01T02:00:00+02:00"));
         let decision = decide(
             &me,
+            1,
             Some(&later),
             &standing(None, 2),
             Preemption::default(),
@@ -299,6 +338,7 @@ mod tests {
         assert!(matches!(
             decide(
                 &me,
+                1,
                 Some(&past),
                 &standing(None, 2),
                 Preemption::default(),
@@ -318,6 +358,7 @@ mod tests {
         assert_eq!(
             decide(
                 &me,
+                1,
                 None,
                 &standing(Some(("b", 0)), 1),
                 Preemption::default(),
@@ -334,6 +375,7 @@ mod tests {
         assert_eq!(
             decide(
                 &me,
+                1,
                 None,
                 &standing(None, 0),
                 Preemption::default(),
@@ -356,12 +398,13 @@ mod tests {
         let wall = SystemTime::now();
         let better = standing(Some(("b", 9)), 2);
         assert_eq!(
-            decide(&me, None, &better, preempt, &mut outranked, start, wall),
+            decide(&me, 1, None, &better, preempt, &mut outranked, start, wall),
             Decision::Stay { recheck: None }
         );
         assert_eq!(
             decide(
                 &me,
+                1,
                 None,
                 &better,
                 preempt,
@@ -374,6 +417,7 @@ mod tests {
         assert_eq!(
             decide(
                 &me,
+                1,
                 None,
                 &better,
                 preempt,
@@ -391,6 +435,7 @@ mod tests {
         assert_eq!(
             decide(
                 &me,
+                1,
                 None,
                 &better,
                 Preemption::default(),
@@ -403,6 +448,7 @@ mod tests {
         assert_eq!(
             decide(
                 &me,
+                1,
                 None,
                 &standing(Some(("a", 1)), 2),
                 preempt,

@@ -127,18 +127,17 @@ impl<B: Backend> Steering<B> {
                 }
             },
         };
-        let (leader, us) = {
+        let (holder, us) = {
             let state = self.state.borrow();
             (
-                state
-                    .leader_at(Instant::now())
-                    .map(|holder| holder.identity.clone()),
+                state.leader_at(Instant::now()).cloned(),
                 state.identity.clone(),
             )
         };
-        let Some(leader) = leader else {
+        let Some(holder) = holder else {
             return SwitchoverOutcome::NoLeader;
         };
+        let leader = holder.identity.clone();
         let deadline = self.deadline();
         let candidates = match bounded(
             deadline,
@@ -177,6 +176,7 @@ impl<B: Backend> Steering<B> {
             requested_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             requested_via: us,
             leader: leader.clone(),
+            leader_token: holder.fencing_token,
         };
         let deadline = self.deadline();
         match bounded(

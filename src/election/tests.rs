@@ -630,6 +630,7 @@ async fn a_switchover_hands_the_lease_to_the_named_candidate_only() {
                 requested_at: "2026-12-02T00:00:00Z".into(),
                 requested_via: "b".into(),
                 leader: "a".into(),
+                leader_token: None,
             }),
             Instant::now() + Duration::from_secs(1),
         )

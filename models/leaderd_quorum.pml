@@ -46,7 +46,7 @@
  * counters and tombstones in every combination; tens of millions of states
  * even without faults). scripts/model-check runs a bitstate search
  * (-DBITSTATE -w25, depth <= 10000 steps, NF = 3 faults per run), which
- * visits some 20 million states in about a minute and finds no violation;
+ * visits some 17 million states in under a minute and finds no violation;
  * that is evidence, not a proof. The broken variants are found
  * (NO_QUARANTINE exhaustively breadth-first with NF = 2, the others by a
  * depth-bounded bitstate search). Faults are counted: at most NF lost or

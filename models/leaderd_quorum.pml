@@ -39,7 +39,8 @@
  * Broken variants that must FAIL: SAFE_UNTIL_FROM_REPLY; NO_QUARANTINE (a
  * master without a counter grants at once); NO_SEAL (the term's token is
  * not written back to the counters). RENEW_WITHOUT_COMPARE (renew extends
- * whatever key is there) passes here too: see README "Proof".
+ * whatever key is there) passes the same bitstate search, and a
+ * breadth-first search to depth 20 with NF = 2: see README "Proof".
  *
  * HOW FAR IT IS CHECKED. Not exhaustively: the reachable state space is
  * far larger than single mode's (three masters' keys, TTLs, quarantines,

@@ -70,6 +70,9 @@ enum Link {
     Hung,
     /// Calls answer at this instant (a slow network), or at once after it.
     AnswerAt(Instant),
+    /// The store answers at once, then our process is frozen this long
+    /// (SIGSTOP) before it reads the answer; once.
+    FrozenAfterAnswer(Duration),
 }
 
 /// One candidate's view of the store, with its own network link.
@@ -103,6 +106,13 @@ impl FakeBackend {
             Link::Hung => std::future::pending().await,
             Link::AnswerAt(at) => {
                 tokio::time::sleep_until(at).await;
+                Ok(())
+            }
+            Link::FrozenAfterAnswer(pause) => {
+                *self.link.lock().expect("link") = Link::Up;
+                // The clock jumps with no task running: the answer and the
+                // call's deadline are both ready when we wake.
+                advance(pause).await;
                 Ok(())
             }
         }
@@ -670,4 +680,44 @@ async fn an_observer_never_acquires() {
     .await;
     // An observer is not a candidate.
     assert!(!store.lock().expect("store").members.contains_key("o"));
+}
+
+/// A grant read after a freeze longer than renew_deadline (the answer
+/// waited while leaderd was stopped) must not start a term: its safe window
+/// is over before it began, and the lease may be someone else's already.
+/// Found by the model checker (models/leaderd_single.pml).
+#[tokio::test(start_paused = true)]
+async fn a_grant_read_after_a_long_freeze_starts_no_term_and_is_given_back() {
+    let (store, ticks) = world();
+    let backend_link = {
+        let a = start("a", &store, &ticks);
+        *a.backend.link.lock().expect("link") =
+            Link::FrozenAfterAnswer(TIMING.renew_deadline + Duration::from_millis(100));
+        a
+    };
+    let mut a = backend_link;
+    let mut transitions = Vec::new();
+    let watcher = {
+        let mut state = a.state.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while state.changed().await.is_ok() {
+                let s = state.borrow_and_update();
+                seen.push((s.term.as_ref().map(|t| t.fencing_token), Instant::now()));
+            }
+            seen
+        })
+    };
+    // The late grant is given back; the next attempt leads with a new token.
+    let led = until(&mut a, leading).await;
+    let token = a.state.borrow().term.as_ref().map(|t| t.fencing_token);
+    assert_eq!(token, Some(2), "the late grant (token 1) must not lead");
+    assert_eq!(store.lock().expect("store").released, Some(1));
+    a.shutdown.cancel();
+    let _ = a.task.await;
+    transitions.extend(watcher.await.expect("watcher"));
+    assert!(
+        transitions.iter().all(|(t, _)| *t != Some(1)),
+        "term 1 was published: {transitions:?} (led at {led:?})"
+    );
 }

@@ -268,3 +268,44 @@ fn a_candidate_restarted_under_its_identity_is_listed_again_soon() {
     // had gone stale meanwhile).
     wait_until(Duration::from_secs(3), "b is listed again", || listed(&a));
 }
+
+/// A presence Lease whose `renewTime` lies in the future (written by a
+/// node whose clock is an hour ahead, which then died; or by anyone with
+/// the chart's `update` on Leases) must not count as a live candidate for
+/// that hour: with `preempt`, the leader would hand the Lease to it over
+/// and over, leaving the election leaderless for a lease each time.
+#[test]
+fn a_presence_lease_dated_in_the_future_does_not_keep_a_dead_candidate_present() {
+    let ns = control_plane().namespace("kr-future");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kr-future";
+    let in_an_hour =
+        kube_real::micro_time(std::time::SystemTime::now() + Duration::from_secs(3600));
+    ns.edit_lease(&presence_name(name, "ghost"), |lease| {
+        lease["metadata"]["labels"] = json!({"leaderd.io/candidate-of": name});
+        lease["metadata"]["annotations"] = json!({"leaderd.io/presence": "{\"identity\":\"ghost\",\"version\":\"0\",\"priority\":10,\"healthy\":true,\"started_at\":\"2026-01-01T00:00:00Z\"}"});
+        lease["spec"] = json!({"holderIdentity": "ghost", "leaseDurationSeconds": 1, "renewTime": in_an_hour});
+    });
+    let extra = "  priority: 1\n  preempt: true\n  preempt_delay: 1s\n";
+    let config = config(&ns, name, 1, 600, 150).replace(
+        "  retry_period: 150ms\n",
+        &format!("  retry_period: 150ms\n{extra}"),
+    );
+    let a = start(&ns, &config, &kubeconfig, "a");
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    std::thread::sleep(Duration::from_secs(5));
+    let handovers: Vec<String> = a
+        .log()
+        .lines()
+        .filter(|l| l.contains("handing over"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        handovers.is_empty(),
+        "a handed over to a candidate that never refreshed its presence ({} times):\n{}",
+        handovers.len(),
+        handovers.join("\n")
+    );
+}

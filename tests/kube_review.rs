@@ -309,3 +309,78 @@ fn a_presence_lease_dated_in_the_future_does_not_keep_a_dead_candidate_present()
         handovers.join("\n")
     );
 }
+
+/// A probe that fails while `flag` exists.
+fn probe_failing_while(flag: &std::path::Path) -> String {
+    format!(
+        "health:\n  exec: [\"sh\", \"-c\", \"test ! -e {}\"]\n  period: 100ms\n  timeout: 100ms\n  failure_threshold: 2\n  success_threshold: 1\n",
+        flag.display()
+    )
+}
+
+/// An unhealthy leader a hands over to b, which is frozen and never takes
+/// the Lease; once the handoff expires, the healthy c must take it, not a
+/// (still unhealthy and standing aside): a's own reservation window starts
+/// at its release write, before any follower saw the release, so without a
+/// hold-back a wins that race and leads while unhealthy.
+#[test]
+fn after_a_handoff_expires_the_unhealthy_leader_does_not_take_the_lease_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = control_plane().namespace("kr-sickback");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kr-sickback";
+    let flags = ["a", "b", "c"].map(|n| dir.path().join(format!("{n}-sick")));
+    let run = |i: usize, id: &str| {
+        let config = format!(
+            "{}{}",
+            config(&ns, name, 1, 600, 150),
+            probe_failing_while(&flags[i])
+        );
+        start(&ns, &config, &kubeconfig, id)
+    };
+    let a = run(0, "a");
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    let listed = |who: &str| {
+        a.try_status().is_some_and(|s| {
+            s["candidates"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|c| c["identity"] == who && c["healthy"] == true)
+            })
+        })
+    };
+    let b = run(1, "b");
+    wait_until(PATIENCE, "b is listed healthy", || listed("b"));
+    std::thread::sleep(Duration::from_millis(50));
+    let c = run(2, "c");
+    wait_until(PATIENCE, "c is listed healthy", || listed("c"));
+    let token = a.status()["fencing_token"].as_u64().expect("a's token");
+    b.signal("STOP");
+    std::fs::write(&flags[0], "").expect("make a sick");
+    wait_until(PATIENCE, "a hands over to b", || {
+        a.log().contains("handing over to=b")
+    });
+    wait_until(PATIENCE, "c leads", || c.is_leading());
+    let a_terms = a
+        .log()
+        .lines()
+        .filter(|l| l.contains("became leader"))
+        .count();
+    b.signal("CONT");
+    assert_eq!(
+        a_terms,
+        1,
+        "a, unhealthy, took the Lease back after the handoff to b expired:\n{}",
+        a.log()
+            .lines()
+            .filter(|l| l.contains("became leader") || l.contains("handing over"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        c.status()["fencing_token"].as_u64(),
+        Some(token + 1),
+        "one takeover, by c"
+    );
+}

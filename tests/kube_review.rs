@@ -384,3 +384,59 @@ fn after_a_handoff_expires_the_unhealthy_leader_does_not_take_the_lease_back() {
         "one takeover, by c"
     );
 }
+
+/// A Lease deleted and at once created again empty (`spec: {}`), as
+/// `kubectl replace --force`, `helm upgrade --force` or a GitOps
+/// `Replace=true` sync do to a Lease pre-created in a chart (a common way
+/// to grant update by resourceName only): the leader may act until its
+/// safe-until, so no candidate may take the new Lease before then. Only a
+/// candidate that happened to look while the Lease was missing waits; one
+/// that did not sees a free Lease and takes it at once.
+#[test]
+fn a_lease_replaced_by_an_empty_one_is_not_taken_under_a_leader_that_may_still_act() {
+    let ns = control_plane().namespace("kr-replaced");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kr-replaced";
+    let renew = Duration::from_millis(1200);
+    let config = config(&ns, name, 2, 1200, 333);
+    let h = start(&ns, &config, &kubeconfig, "h");
+    wait_until(PATIENCE, "h leads", || h.is_leading());
+    let f = start(&ns, &config, &kubeconfig, "f");
+    wait_until(PATIENCE, "f follows h", || {
+        f.try_status().is_some_and(|s| s["leader"] == "h")
+    });
+    let since = Instant::now();
+    wait_until(PATIENCE, "h renews", || {
+        ns.client_writes_since(name, since)
+            .iter()
+            .any(|w| w.verb == "update" && w.holder() == "h")
+    });
+    h.signal("STOP");
+    let renewed = ns
+        .lease_writes(name)
+        .into_iter()
+        .rfind(|w| !w.by_test && w.holder() == "h")
+        .expect("h's last write");
+    // Replaced: deleted and created again from a manifest with an empty spec.
+    assert!(ns.delete_lease(name));
+    ns.put_lease(name, json!({}));
+    wait_until(PATIENCE, "f takes the Lease", || {
+        ns.lease_holder(name).is_some_and(|holder| holder == "f")
+    });
+    let taken = ns
+        .lease_writes(name)
+        .into_iter()
+        .find(|w| !w.by_test && w.holder() == "f")
+        .expect("f's write");
+    h.signal("CONT");
+    assert!(
+        taken.at >= renewed.at + renew,
+        "f took the replaced Lease {:?} after h's last renewal, while h may lead for {renew:?} (token {:?} after h's {:?}):\n{}",
+        taken.at.duration_since(renewed.at),
+        taken.transitions(),
+        renewed.transitions(),
+        ns.dump_lease_writes(name)
+    );
+}

@@ -440,3 +440,39 @@ fn a_lease_replaced_by_an_empty_one_is_not_taken_under_a_leader_that_may_still_a
         ns.dump_lease_writes(name)
     );
 }
+
+/// b found the Lease missing and was frozen; a created it (token 1), led
+/// and had it deleted; b, thawed, waits out its quarantine and creates the
+/// Lease. Its term must have a greater fencing token than a's: a's delayed
+/// writes carry token 1, and a fenced store accepts a token equal to the
+/// highest it saw. (The watch's Deleted event carries a's last Lease, with
+/// its token; nothing records it.)
+#[test]
+fn a_lease_created_after_a_deletion_never_reuses_a_fencing_token() {
+    let ns = control_plane().namespace("kr-reuse");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kr-reuse";
+    let config = config(&ns, name, 1, 600, 150);
+    let b = start(&ns, &config, &kubeconfig, "b");
+    wait_until(PATIENCE, "b finds the lease missing", || {
+        b.log().contains("the lease does not exist")
+    });
+    let a = start(&ns, &config, &kubeconfig, "a");
+    // b never reads a's Lease; thawed, its watch delivers a's term (Added,
+    // Deleted with the last state), but nothing records the token.
+    b.signal("STOP");
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    let a_token = a.status()["fencing_token"].as_u64().expect("a's token");
+    a.signal("STOP");
+    assert!(ns.delete_lease(name));
+    b.signal("CONT");
+    wait_until(PATIENCE, "b leads", || b.is_leading());
+    let b_token = b.status()["fencing_token"].as_u64().expect("b's token");
+    a.signal("CONT");
+    assert!(
+        b_token > a_token,
+        "b's term has token {b_token}, a's had {a_token}"
+    );
+}

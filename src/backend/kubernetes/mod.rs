@@ -86,6 +86,30 @@ struct Observation {
     release_seen: bool,
 }
 
+impl Observation {
+    /// What we know after seeing the object `uid` with `spec` at `now`,
+    /// having known `previous`.
+    fn next(
+        previous: Option<Observation>,
+        uid: Option<String>,
+        spec: LeaseSpec,
+        now: Instant,
+    ) -> Observation {
+        match previous {
+            Some(seen) if seen.uid == uid && seen.spec == spec => seen,
+            seen => Observation {
+                // A vacancy right after a holder, on the same object: a
+                // release (or an edit) written over that holder's term.
+                release_seen: seen
+                    .is_some_and(|seen| seen.uid == uid && holder_of(&seen.spec).is_some()),
+                uid,
+                spec,
+                since: now,
+            },
+        }
+    }
+}
+
 /// When the Lease took its current form, by our clock.
 struct Sighting {
     since: Instant,
@@ -224,26 +248,13 @@ impl KubernetesBackend {
         let spec = lease.spec.clone().unwrap_or_default();
         let uid = lease.metadata.uid.clone();
         let mut observed = lock(&self.observed);
-        match observed.as_ref() {
-            Some(seen) if seen.uid == uid && seen.spec == spec => Sighting {
-                since: seen.since,
-                release_seen: seen.release_seen,
-            },
-            seen => {
-                let release_seen =
-                    seen.is_some_and(|seen| seen.uid == uid && holder_of(&seen.spec).is_some());
-                *observed = Some(Observation {
-                    uid,
-                    spec,
-                    since: now,
-                    release_seen,
-                });
-                Sighting {
-                    since: now,
-                    release_seen,
-                }
-            }
-        }
+        let next = Observation::next(observed.take(), uid, spec, now);
+        let sighting = Sighting {
+            since: next.since,
+            release_seen: next.release_seen,
+        };
+        *observed = Some(next);
+        sighting
     }
 
     /// The least token a placeholder may carry: above every token this
@@ -844,4 +855,46 @@ fn whole_seconds(d: Duration) -> i32 {
 
 fn now_micro() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(holder: &str) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.to_string()),
+            lease_duration_seconds: Some(1),
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn only_a_vacancy_seen_after_a_holder_on_the_same_object_is_a_release() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(100);
+        let uid = |u: &str| Some(u.to_string());
+        // Held, then emptied on the same object: a release, free at once.
+        let held = Observation::next(None, uid("u1"), spec("h"), t0);
+        let released = Observation::next(Some(held), uid("u1"), spec(""), t1);
+        assert!(released.release_seen);
+        assert_eq!(released.since, t1);
+        // Unchanged: the same observation, since its first sight.
+        let again = Observation::next(
+            Some(released),
+            uid("u1"),
+            spec(""),
+            t1 + Duration::from_millis(500),
+        );
+        assert_eq!(again.since, t1);
+        // Replaced by an empty object (new uid): not a release.
+        let replaced = Observation::next(Some(again), uid("u2"), LeaseSpec::default(), t1);
+        assert!(!replaced.release_seen);
+        // A placeholder emptied by someone: not a release either.
+        let placeholder = Observation::next(None, uid("u3"), spec(VACANT), t0);
+        let emptied = Observation::next(Some(placeholder), uid("u3"), spec(""), t1);
+        assert!(!emptied.release_seen);
+        // First sight of an empty Lease: not a release.
+        assert!(!Observation::next(None, uid("u4"), spec(""), t0).release_seen);
+    }
 }

@@ -436,16 +436,12 @@ impl PresenceLeases {
                     .as_ref()
                     .and_then(|s| s.renew_time.as_ref())
                     .map(|t| SystemTime::from(t.0));
-                let age = match renewed {
-                    None => Duration::MAX,
-                    Some(at) => match now.duration_since(at) {
-                        Ok(age) => age,
-                        // A little ahead (clock skew): fresh.
-                        Err(ahead) if ahead.duration() <= lease_of(&lease) => Duration::ZERO,
-                        // Far ahead: believed only while we see it change.
-                        Err(_) => changed.map_or(Duration::MAX, |at| at.elapsed()),
-                    },
-                };
+                let age = age_of(
+                    renewed,
+                    now,
+                    lease_of(&lease),
+                    changed.map(|at| at.elapsed()),
+                );
                 let highest_token = lease
                     .metadata
                     .annotations
@@ -598,6 +594,24 @@ impl PresenceLeases {
         let candidates = present(listed, lease, None);
         let top = best(candidates.iter().map(|c| &c.presence), &me.identity)?;
         (!me.healthy || top.priority > me.priority).then(|| top.identity.clone())
+    }
+}
+
+/// How long ago a presence Lease was refreshed: by its `renewTime` (the
+/// writer's clock) against ours, zero if it is a little ahead (skew within
+/// its `lease`); a `renewTime` further ahead is not believed, and counts
+/// only from when we last saw the Lease change (`changed_ago`).
+fn age_of(
+    renewed: Option<SystemTime>,
+    now: SystemTime,
+    lease: Duration,
+    changed_ago: Option<Duration>,
+) -> Duration {
+    match renewed.map(|at| now.duration_since(at)) {
+        None => Duration::MAX,
+        Some(Ok(age)) => age,
+        Some(Err(ahead)) if ahead.duration() <= lease => Duration::ZERO,
+        Some(Err(_)) => changed_ago.unwrap_or(Duration::MAX),
     }
 }
 
@@ -758,6 +772,19 @@ mod tests {
             .map(|c| (c.presence.identity.as_str(), c.last_seen.as_millis()))
             .collect();
         assert_eq!(names, vec![("a", 100), ("c", 300)]);
+    }
+
+    #[test]
+    fn a_renew_time_far_ahead_counts_only_from_a_change_we_saw() {
+        let now = SystemTime::now();
+        let lease = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert_eq!(age_of(Some(now - ms(300)), now, lease, None), ms(300));
+        assert_eq!(age_of(Some(now + ms(300)), now, lease, None), ms(0));
+        let in_an_hour = Some(now + Duration::from_secs(3600));
+        assert_eq!(age_of(in_an_hour, now, lease, None), Duration::MAX);
+        assert_eq!(age_of(in_an_hour, now, lease, Some(ms(200))), ms(200));
+        assert_eq!(age_of(None, now, lease, Some(ms(1))), Duration::MAX);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! kube-apiserver (tests/support/kube_real.rs), one fresh namespace per
 //! test: candidates listed from their presence Leases, switchovers (named,
 //! scheduled, cancelled, every answer code) sent to any candidate's daemon,
-//! observers, the priority hold-back on a free Lease, the quarantine of a
-//! Lease found deleted, and what a candidate at rest costs the API server
+//! observers, the priority hold-back on a free Lease, the wait before a
+//! Lease found deleted is taken again, and what a candidate at rest costs the API server
 //! (counted in its audit log).
 
 #[path = "support/kube_real.rs"]
@@ -556,7 +556,7 @@ fn a_higher_priority_candidate_takes_the_free_lease() {
 /// after the deletion: the candidate must not create the Lease before the
 /// frozen leader's term has surely ended.
 #[test]
-fn a_deleted_lease_is_not_recreated_under_a_leader_that_may_still_act() {
+fn a_deleted_lease_is_not_taken_again_under_a_leader_that_may_still_act() {
     let e = Election::new("ks-deleted", T2, "");
     let a = e.start("a");
     wait_until(PATIENCE, "a leads", || a.is_leading());
@@ -574,19 +574,19 @@ fn a_deleted_lease_is_not_recreated_under_a_leader_that_may_still_act() {
             .expect("a's last write");
     assert!(e.ns.delete_lease(&e.name));
     let c = e.start("c");
-    wait_until(PATIENCE, "c creates the lease", || {
+    wait_until(PATIENCE, "c takes the lease", || {
         e.ns.lease_holder(&e.name).is_some_and(|h| h == "c")
     });
     let created =
         e.ns.lease_writes(&e.name)
             .into_iter()
-            .find(|w| w.verb == "create" && w.holder() == "c")
-            .expect("c's create");
+            .find(|w| !w.by_test && w.holder() == "c")
+            .expect("c's first write");
     // a may act until its last renewal was sent + renew_deadline, before
     // the server finished that renewal + renew_deadline.
     assert!(
         created.at >= renewed.at + T2.renew,
-        "c created the lease {:?} after a's last renewal, while a may lead for {:?}:\n{}",
+        "c took the lease {:?} after a's last renewal, while a may lead for {:?}:\n{}",
         created.at.duration_since(renewed.at),
         T2.renew,
         e.ns.dump_lease_writes(&e.name)
@@ -602,7 +602,7 @@ fn a_deleted_lease_is_not_recreated_under_a_leader_that_may_still_act() {
 /// the lease it last saw: when it runs again and finds the Lease deleted,
 /// it must still wait.
 #[test]
-fn a_starved_follower_does_not_recreate_a_deleted_lease_at_once() {
+fn a_starved_follower_does_not_take_a_deleted_lease_at_once() {
     let e = Election::new("ks-starved", T2, "");
     let a = e.start("a");
     wait_until(PATIENCE, "a leads", || a.is_leading());
@@ -627,17 +627,17 @@ fn a_starved_follower_does_not_recreate_a_deleted_lease_at_once() {
     let token = renewed.transitions().expect("transitions") as u64;
     assert!(e.ns.delete_lease(&e.name));
     b.signal("CONT");
-    wait_until(PATIENCE, "b creates the lease", || {
+    wait_until(PATIENCE, "b takes the lease", || {
         e.ns.lease_holder(&e.name).is_some_and(|h| h == "b")
     });
     let created =
         e.ns.lease_writes(&e.name)
             .into_iter()
-            .find(|w| w.verb == "create" && w.holder() == "b")
-            .expect("b's create");
+            .find(|w| !w.by_test && w.holder() == "b")
+            .expect("b's first write");
     assert!(
         created.at >= renewed.at + T2.renew,
-        "b created the lease {:?} after a's last renewal, while a may lead for {:?}:\n{}",
+        "b took the lease {:?} after a's last renewal, while a may lead for {:?}:\n{}",
         created.at.duration_since(renewed.at),
         T2.renew,
         e.ns.dump_lease_writes(&e.name)
@@ -680,17 +680,17 @@ fn a_follower_starved_since_it_found_the_lease_missing_waits_again() {
             .expect("a's last write");
     assert!(e.ns.delete_lease(&e.name));
     b.signal("CONT");
-    wait_until(PATIENCE, "b creates the lease", || {
+    wait_until(PATIENCE, "b takes the lease", || {
         e.ns.lease_holder(&e.name).is_some_and(|h| h == "b")
     });
     let created =
         e.ns.lease_writes(&e.name)
             .into_iter()
-            .find(|w| w.verb == "create" && w.holder() == "b")
-            .expect("b's create");
+            .find(|w| !w.by_test && w.holder() == "b")
+            .expect("b's first write");
     assert!(
         created.at >= renewed.at + T2.renew,
-        "b created the lease {:?} after a's last renewal, while a may lead for {:?}:\n{}",
+        "b took the lease {:?} after a's last renewal, while a may lead for {:?}:\n{}",
         created.at.duration_since(renewed.at),
         T2.renew,
         e.ns.dump_lease_writes(&e.name)

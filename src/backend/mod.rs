@@ -287,7 +287,9 @@ pub trait Backend: Send + Sync + 'static {
     /// `live_holder` is the holder this candidate last saw and whose lease
     /// has not run out by its own clock. If the lease is free but was not
     /// released by that holder, the backend must answer
-    /// [`Acquire::Vanished`] instead of taking it. A vacancy is kept for a
+    /// [`Acquire::Vanished`] instead of taking it, or never take it before
+    /// one lease has passed since the loss by its own clock (the Kubernetes
+    /// backend's placeholder). A vacancy is kept for a
     /// present, healthy candidate with a higher priority for `holdback`.
     fn acquire(
         &self,

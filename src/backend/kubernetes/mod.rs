@@ -21,10 +21,18 @@
 //!   is left to its preferred holder until it expires by our observation.
 //! - On becoming leader, an Event on the Lease as client-go records it
 //!   (`reason: LeaderElection`, `<identity> became leader`).
-//! - A Lease found missing is created only once it has been missing for one
-//!   lease by our clock ([`Acquire::Quarantined`]): it may have been
-//!   deleted under a holder that still acts until its safe-until. Only a
-//!   chain of looks we can vouch for counts ([`absence`]).
+//! - A term is never won by `create`. A Lease found missing may have been
+//!   deleted under a holder that still acts until its safe-until, so a
+//!   candidate creates a *placeholder* ([`VACANT`] as holder, the token
+//!   floor as `leaseTransitions`), which anyone takes only the ordinary
+//!   way: by a CAS after seeing that same object (same `uid`) unchanged
+//!   for one lease by its own clock. An object seen for the first time
+//!   empty (replaced by an empty one, say) waits the same lease; only a
+//!   release seen happening on the object is free at once.
+//! - Tokens only grow, across deletions too: a placeholder carries the
+//!   highest token seen (reads, watch events including a deletion's last
+//!   state, the candidates' presence Leases), and at least the Unix time
+//!   in seconds.
 //! - Steering (see [`presence`] for the candidates): a pending switchover
 //!   is the annotation [`SWITCHOVER`] on the Lease, written with CAS and
 //!   read by the leader from the Lease its renewal writes; a switchover's
@@ -34,7 +42,6 @@
 //!   is free, a present, healthy candidate with a higher priority is given
 //!   `holdback` to take it first.
 
-mod absence;
 mod presence;
 mod watcher;
 
@@ -53,17 +60,65 @@ use crate::backend::{
     Switchover, SwitchoverAnswer, SwitchoverRequest, Term, lock,
 };
 use crate::kubernetes::{EventRecorder, Involved};
-use absence::Absence;
 use presence::{PresenceLeases, SeenHolder};
 use watcher::LeaseWatcher;
 
 /// The annotation on the election's Lease holding the pending switchover
 /// (JSON of [`Switchover`]).
 pub const SWITCHOVER: &str = "leaderd.io/switchover";
+/// The `holderIdentity` of a placeholder Lease, created where the Lease
+/// was missing: no candidate uses it, so client-go candidates too see the
+/// placeholder as held (until it expires by their observation).
+pub const VACANT: &str = "leaderd.io/vacant";
 /// The annotation a switchover's release leaves on the Lease (JSON of
 /// [`Handoff`]): only the candidate it names may take the Lease while it
 /// is valid.
 pub const HANDOFF: &str = "leaderd.io/handoff";
+
+/// The Lease as last seen: client-go's observedRecord and observedTime,
+/// for one object.
+struct Observation {
+    uid: Option<String>,
+    spec: LeaseSpec,
+    /// When (our clock) we first saw it in this form.
+    since: Instant,
+    /// Whether a vacancy in this form is a release we saw happen.
+    release_seen: bool,
+}
+
+impl Observation {
+    /// What we know after seeing the object `uid` with `spec` at `now`,
+    /// having known `previous`.
+    fn next(
+        previous: Option<Observation>,
+        uid: Option<String>,
+        spec: LeaseSpec,
+        now: Instant,
+    ) -> Observation {
+        match previous {
+            Some(seen) if seen.uid == uid && seen.spec == spec => seen,
+            seen => Observation {
+                // A vacancy right after a holder, on the same object: a
+                // release (or an edit) written over that holder's term.
+                release_seen: seen
+                    .is_some_and(|seen| seen.uid == uid && holder_of(&seen.spec).is_some()),
+                uid,
+                spec,
+                since: now,
+            },
+        }
+    }
+}
+
+/// When the Lease took its current form, by our clock.
+struct Sighting {
+    since: Instant,
+    /// We saw this object held (by a candidate) just before this form: a
+    /// vacancy now is a release. Otherwise we did not see how it came to be
+    /// (an empty spec may be a Lease just replaced, or a placeholder
+    /// emptied).
+    release_seen: bool,
+}
 
 pub struct KubernetesBackend {
     leases: Api<Lease>,
@@ -73,11 +128,13 @@ pub struct KubernetesBackend {
     /// next write a compare-and-swap (client-go's "fast path").
     cached: Mutex<Option<Lease>>,
     /// The record last seen and the instant (our clock) it was first seen
-    /// in that form: client-go's observedRecord / observedTime.
-    observed: Mutex<Option<(LeaseSpec, Instant)>>,
-    /// Since when the Lease is missing, by the acquisitions' looks.
-    absence: Mutex<Absence>,
-    highest_token_seen: AtomicU64,
+    /// in that form: client-go's observedRecord / observedTime, kept per
+    /// object (uid).
+    observed: Mutex<Option<Observation>>,
+    /// The highest fencing token seen in any read, write or watch event.
+    highest_token_seen: Arc<AtomicU64>,
+    /// The uid of the last placeholder we said we wait for (said once).
+    told_placeholder: Mutex<Option<String>>,
     presence: Arc<PresenceLeases>,
     notices: watch::Receiver<Notices>,
     events: EventRecorder,
@@ -89,15 +146,21 @@ impl KubernetesBackend {
         let events = EventRecorder::new(client.clone());
         let leases: Api<Lease> = Api::namespaced(client, namespace);
         let (ticks, notices) = watch::channel(Notices::default());
-        let watcher = LeaseWatcher::spawn(leases.clone(), name.to_string(), ticks);
+        let highest_token_seen = Arc::new(AtomicU64::new(0));
+        let watcher = LeaseWatcher::spawn(
+            leases.clone(),
+            name.to_string(),
+            ticks,
+            highest_token_seen.clone(),
+        );
         KubernetesBackend {
             leases: leases.clone(),
             name: name.to_string(),
             namespace: namespace.to_string(),
             cached: Mutex::new(None),
             observed: Mutex::new(None),
-            absence: Mutex::new(Absence::default()),
-            highest_token_seen: AtomicU64::new(0),
+            highest_token_seen,
+            told_placeholder: Mutex::new(None),
             presence: Arc::new(PresenceLeases::new(leases.clone(), namespace, name)),
             notices,
             events,
@@ -145,33 +208,14 @@ impl KubernetesBackend {
             let token = token_of(spec);
             self.highest_token_seen.fetch_max(token, Ordering::Relaxed);
         }
-        if lease.is_some() {
-            lock(&self.absence).ended();
-        }
         *lock(&self.cached) = lease;
-    }
-
-    /// Since when (our clock) the Lease is missing for sure, having just
-    /// found it missing; says so once.
-    fn missing_since(&self, lease: Duration) -> Instant {
-        let news = self.notices.borrow().acquired;
-        let mut absence = lock(&self.absence);
-        let since = absence.missing(Instant::now(), news, lease);
-        if absence.first_mention() {
-            tracing::info!(
-                lease = %format!("{}/{}", self.namespace, self.name),
-                wait = %crate::config::show(lease),
-                "the lease does not exist (a new election, or it was deleted): it is created once it has been missing for one lease_duration, so that a holder of a deleted lease has stopped acting"
-            );
-        }
-        since
     }
 
     /// The holder as we last saw it and how long ago we saw it renewed,
     /// while its lease runs by our observation.
     fn seen_holder(&self) -> Option<SeenHolder> {
         let observed = lock(&self.observed);
-        let (spec, since) = observed.as_ref()?;
+        let Observation { spec, since, .. } = observed.as_ref()?;
         let holder = holder_of(spec)?;
         let ago = since.elapsed();
         (ago < Duration::from_secs(seconds(spec))).then_some(SeenHolder {
@@ -198,16 +242,34 @@ impl KubernetesBackend {
         Some(Acquire::Deferred { to, remaining })
     }
 
-    /// When the record took its current form, by our clock.
-    fn observed_since(&self, spec: &LeaseSpec, now: Instant) -> Instant {
+    /// When the record took its current form, by our clock, and whether
+    /// we saw the same object (uid) held just before.
+    fn observed_since(&self, lease: &Lease, now: Instant) -> Sighting {
+        let spec = lease.spec.clone().unwrap_or_default();
+        let uid = lease.metadata.uid.clone();
         let mut observed = lock(&self.observed);
-        match observed.as_ref() {
-            Some((seen, since)) if seen == spec => *since,
-            _ => {
-                *observed = Some((spec.clone(), now));
-                now
-            }
-        }
+        let next = Observation::next(observed.take(), uid, spec, now);
+        let sighting = Sighting {
+            since: next.since,
+            release_seen: next.release_seen,
+        };
+        *observed = Some(next);
+        sighting
+    }
+
+    /// The least token a placeholder may carry: above every token this
+    /// candidate saw or another candidate announces, and at least the Unix
+    /// time in seconds (above any counter that grew by at most one per
+    /// second, for tokens nobody alive saw).
+    async fn token_floor(&self) -> u64 {
+        let seen = self.highest_token_seen.load(Ordering::Relaxed);
+        let announced = self.presence.highest_token_announced().await;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        seen.saturating_add(1)
+            .max(announced.saturating_add(1))
+            .max(unix)
     }
 
     /// Writes `lease` with the resourceVersion it carries.
@@ -219,9 +281,7 @@ impl KubernetesBackend {
         {
             Ok(written) => {
                 self.remember(Some(written.clone()));
-                if let Some(spec) = &written.spec {
-                    self.observed_since(spec, Instant::now());
-                }
+                self.observed_since(&written, Instant::now());
                 Ok(Ok(written))
             }
             Err(err) => match crate::kubernetes::status_code(&err) {
@@ -246,6 +306,7 @@ impl KubernetesBackend {
         match self.leases.create(&PostParams::default(), &lease).await {
             Ok(created) => {
                 self.remember(Some(created.clone()));
+                self.observed_since(&created, Instant::now());
                 Ok(Some(created))
             }
             // AlreadyExists: another candidate created it first.
@@ -278,44 +339,34 @@ impl Backend for KubernetesBackend {
         &self,
         me: &Presence,
         lease: Duration,
-        live_holder: Option<&Holder>,
+        _live_holder: Option<&Holder>,
         holdback: Duration,
         _deadline: Instant,
     ) -> Result<Acquire, BackendError> {
-        self.presence.refresh(me, lease, false);
+        self.presence
+            .refresh(me, lease, false, self.highest_token());
         let identity = me.identity.as_str();
-        let floor = self
-            .highest_token_seen
-            .load(Ordering::Relaxed)
-            .saturating_add(1);
-        let Some(current) = self.read().await? else {
-            if live_holder.is_some() {
-                // Someone deleted the Lease its holder may still be using.
-                return Ok(Acquire::Vanished);
-            }
-            // Deleted under a holder we never saw (we were slow, or just
-            // started)? It may act until its safe-until, less than a lease
-            // after its last renewal, which came before the deletion.
-            let open = self.missing_since(lease) + lease;
-            let now = Instant::now();
-            if now < open {
-                return Ok(Acquire::Quarantined {
-                    remaining: open - now,
-                });
-            }
-            if let Some(deferred) = self.held_back(me, lease, open, holdback).await {
-                return Ok(deferred);
-            }
-            let spec = new_term_spec(identity, lease, floor);
-            return Ok(match self.create(spec).await? {
-                Some(created) => Acquire::Acquired(self.became_leader(&created, identity)),
-                None => self.held_or_retry().await?,
-            });
+        let current = match self.read().await? {
+            Some(current) => current,
+            None => match self.create_placeholder(lease).await? {
+                Some(created) => created,
+                // Someone else created it first (or it keeps vanishing):
+                // look again at the next try.
+                None => match self.read().await? {
+                    Some(current) => current,
+                    None => {
+                        return Ok(Acquire::Contested {
+                            retry_in: lease / 10,
+                        });
+                    }
+                },
+            },
         };
 
         let now = Instant::now();
         let spec = current.spec.clone().unwrap_or_default();
-        let since = self.observed_since(&spec, now);
+        let seen = self.observed_since(&current, now);
+        let since = seen.since;
         let expires = since + Duration::from_secs(seconds(&spec));
         if let Some(holder) = holder_of(&spec)
             && now < expires
@@ -325,7 +376,21 @@ impl Backend for KubernetesBackend {
                 remaining: expires - now,
             });
         }
-        if now < expires && preferred_other(&spec, identity).is_some() {
+        // A placeholder, or a vacancy we did not see happen as a release on
+        // this object (the Lease replaced by an empty one, a placeholder
+        // emptied): the Lease it replaced may have been renewed just before
+        // its deletion, by a holder that acts until its safe-until. Wait a
+        // lease from our first sight of this form, which came after that
+        // deletion.
+        let unsettled = is_placeholder(&spec) || (!seen.release_seen && holder_of(&spec).is_none());
+        let settles = since + lease.max(Duration::from_secs(seconds(&spec)));
+        if unsettled && now < settles {
+            self.say_placeholder(&current, settles - now);
+            return Ok(Acquire::Contested {
+                retry_in: settles - now,
+            });
+        }
+        if !unsettled && now < expires && preferred_other(&spec, identity).is_some() {
             // Released for a handover (Coordinated Leader Election): the
             // preferred holder, or the controller on its behalf, takes it;
             // if neither does before it expires, anyone may.
@@ -333,7 +398,7 @@ impl Backend for KubernetesBackend {
                 retry_in: expires - now,
             });
         }
-        match handoff_of(&current, &spec) {
+        let vacant_since = match handoff_of(&current, &spec) {
             // Reserved by a switchover for one lease from when we saw it.
             Some(handoff) if now < since + lease => {
                 if handoff.to != identity {
@@ -342,24 +407,26 @@ impl Backend for KubernetesBackend {
                         remaining: since + lease - now,
                     });
                 }
+                None
             }
-            _ => {
-                // Released: vacant since we saw the release; expired: since
-                // it expired by our observation.
-                let vacant_since = if holder_of(&spec).is_none() {
-                    since
-                } else {
-                    expires
-                };
-                if let Some(deferred) = self.held_back(me, lease, vacant_since, holdback).await {
-                    return Ok(deferred);
-                }
-            }
+            // The reservation lapsed (its candidate did not come): vacant
+            // from then, so that the hold-back applies as to any vacancy.
+            Some(_) => Some(since + lease),
+            // Settled only now; released: vacant since we saw the release;
+            // expired: since it expired by our observation.
+            None if unsettled => Some(settles),
+            None if holder_of(&spec).is_none() => Some(since),
+            None => Some(expires),
+        };
+        if let Some(vacant_since) = vacant_since
+            && let Some(deferred) = self.held_back(me, lease, vacant_since, holdback).await
+        {
+            return Ok(deferred);
         }
 
         // Free (released) or expired by our own observation: take it over
         // with a CAS on the resourceVersion we just read.
-        let token = (token_of(&spec) + 1).max(floor);
+        let token = token_of(&spec).max(self.highest_token()).saturating_add(1);
         let mut next = current;
         next.spec = Some(new_term_spec(identity, lease, token));
         if let Some(annotations) = next.metadata.annotations.as_mut() {
@@ -378,7 +445,7 @@ impl Backend for KubernetesBackend {
         lease: Duration,
         _deadline: Instant,
     ) -> Result<Renew, BackendError> {
-        self.presence.refresh(me, lease, true);
+        self.presence.refresh(me, lease, true, self.highest_token());
         // Retries: a 409 may only mean a metadata change by someone else (a
         // switchover recorded on the Lease).
         for _ in 0..3 {
@@ -474,14 +541,15 @@ impl Backend for KubernetesBackend {
         _deadline: Instant,
     ) -> Result<Observed, BackendError> {
         if let Some(me) = me {
-            self.presence.refresh(me, lease, false);
+            self.presence
+                .refresh(me, lease, false, self.highest_token());
         }
         let now = Instant::now();
         let Some(current) = self.read().await? else {
             return Ok(Observed::Free);
         };
         let spec = current.spec.clone().unwrap_or_default();
-        let since = self.observed_since(&spec, now);
+        let since = self.observed_since(&current, now).since;
         let expires = since + Duration::from_secs(seconds(&spec));
         match holder_of(&spec) {
             Some(holder) if now < expires => Ok(Observed::HeldBy {
@@ -573,13 +641,48 @@ impl Backend for KubernetesBackend {
 }
 
 impl KubernetesBackend {
+    fn highest_token(&self) -> u64 {
+        self.highest_token_seen.load(Ordering::Relaxed)
+    }
+
+    /// The Lease is missing: creates a placeholder, which nobody may take
+    /// before it has been seen unchanged for one lease. `None` when another
+    /// candidate created the Lease first.
+    async fn create_placeholder(&self, lease: Duration) -> Result<Option<Lease>, BackendError> {
+        let floor = self.token_floor().await;
+        let now = now_micro();
+        let spec = LeaseSpec {
+            holder_identity: Some(VACANT.to_string()),
+            lease_duration_seconds: Some(whole_seconds(lease)),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: Some(i32::try_from(floor).unwrap_or(i32::MAX)),
+            ..LeaseSpec::default()
+        };
+        self.create(spec).await
+    }
+
+    /// Says once per object that we wait for it to settle.
+    fn say_placeholder(&self, lease: &Lease, wait: Duration) {
+        let uid = lease.metadata.uid.clone().unwrap_or_default();
+        let mut told = lock(&self.told_placeholder);
+        if told.as_deref() != Some(uid.as_str()) {
+            tracing::info!(
+                lease = %format!("{}/{}", self.namespace, self.name),
+                wait = %crate::config::show(wait),
+                "the lease does not exist or was replaced (a new election, or it was deleted): its placeholder is taken once it has been seen unchanged for one lease_duration, so that a holder of a deleted lease has stopped acting"
+            );
+            *told = Some(uid);
+        }
+    }
+
     /// After losing a race (409): report the winner if it is visible yet.
     async fn held_or_retry(&self) -> Result<Acquire, BackendError> {
         let now = Instant::now();
         match self.read().await? {
             Some(current) => {
                 let spec = current.spec.clone().unwrap_or_default();
-                let since = self.observed_since(&spec, now);
+                let since = self.observed_since(&current, now).since;
                 match holder_of(&spec) {
                     Some(holder) => Ok(Acquire::HeldBy {
                         holder,
@@ -632,13 +735,16 @@ pub async fn preflight(
         )),
         Ok(Ok(None)) => result
             .facts
-            .push("lease does not exist yet; the first candidate creates it once it has been missing for one lease_duration (a lease found missing may have been deleted under a holder that still acts), so the first term of a new election starts one lease late".into()),
+            .push("lease does not exist yet; the first candidate creates a placeholder, taken once it has been seen unchanged for one lease_duration (a lease found missing may have been deleted under a holder that still acts), so the first term of a new election starts one lease late".into()),
         Ok(Ok(Some(lease))) => match lease.spec.as_ref().and_then(holder_of) {
             Some(holder) => result.facts.push(format!(
                 "lease held by {} (leaseTransitions {})",
                 holder.identity,
                 holder.fencing_token.unwrap_or(0)
             )),
+            None if lease.spec.as_ref().is_some_and(is_placeholder) => result
+                .facts
+                .push("lease is a placeholder (it was missing): taken once it has been seen unchanged for one lease_duration".into()),
             None => result.facts.push("lease is free".into()),
         },
     }
@@ -674,14 +780,22 @@ fn owns(lease: &Lease, term: &Term) -> bool {
     })
 }
 
+/// Who holds the Lease: nobody when it is released or a placeholder.
 fn holder_of(spec: &LeaseSpec) -> Option<Holder> {
-    let identity = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+    let identity = spec
+        .holder_identity
+        .as_deref()
+        .filter(|h| !h.is_empty() && *h != VACANT)?;
     let token = token_of(spec);
     Some(Holder {
         identity: identity.to_string(),
         fencing_token: Some(token),
         term_id: Some(token.to_string()),
     })
+}
+
+fn is_placeholder(spec: &LeaseSpec) -> bool {
+    spec.holder_identity.as_deref() == Some(VACANT)
 }
 
 /// The `preferredHolder` a Coordinated Leader Election controller set, if it
@@ -741,4 +855,46 @@ fn whole_seconds(d: Duration) -> i32 {
 
 fn now_micro() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(holder: &str) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.to_string()),
+            lease_duration_seconds: Some(1),
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn only_a_vacancy_seen_after_a_holder_on_the_same_object_is_a_release() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(100);
+        let uid = |u: &str| Some(u.to_string());
+        // Held, then emptied on the same object: a release, free at once.
+        let held = Observation::next(None, uid("u1"), spec("h"), t0);
+        let released = Observation::next(Some(held), uid("u1"), spec(""), t1);
+        assert!(released.release_seen);
+        assert_eq!(released.since, t1);
+        // Unchanged: the same observation, since its first sight.
+        let again = Observation::next(
+            Some(released),
+            uid("u1"),
+            spec(""),
+            t1 + Duration::from_millis(500),
+        );
+        assert_eq!(again.since, t1);
+        // Replaced by an empty object (new uid): not a release.
+        let replaced = Observation::next(Some(again), uid("u2"), LeaseSpec::default(), t1);
+        assert!(!replaced.release_seen);
+        // A placeholder emptied by someone: not a release either.
+        let placeholder = Observation::next(None, uid("u3"), spec(VACANT), t0);
+        let emptied = Observation::next(Some(placeholder), uid("u3"), spec(""), t1);
+        assert!(!emptied.release_seen);
+        // First sight of an empty Lease: not a release.
+        assert!(!Observation::next(None, uid("u4"), spec(""), t0).release_seen);
+    }
 }

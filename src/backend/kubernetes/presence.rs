@@ -20,8 +20,20 @@
 //! within `lease_duration`. Clock skew between nodes can only make a
 //! candidate look absent or present a little too long — it changes whom a
 //! switchover may name and whom a vacancy is kept for, never who may hold
-//! the election's Lease.
+//! the election's Lease. A `renewTime` more than a lease in the future is
+//! not believed: such a Lease counts only while we see it change (its
+//! resourceVersion) between our own listings, so a dead candidate dated
+//! ahead is not present for ever.
+//!
+//! A presence Lease also announces the highest fencing token its candidate
+//! saw (annotation [`HIGHEST_TOKEN`]), so that a placeholder created after
+//! the election's Lease was deleted counts on from there.
+//!
+//! Only Leases carrying our label are ever written or deleted, and a
+//! deletion names the uid and resourceVersion of our own copy: a name that
+//! collides with another Lease (another election's) leaves it alone.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +49,8 @@ use crate::backend::{BackendError, Candidate, Presence, Standing, lock};
 pub const CANDIDATE_OF: &str = "leaderd.io/candidate-of";
 /// The annotation holding a candidate's presence JSON.
 pub const PRESENCE: &str = "leaderd.io/presence";
+/// The annotation holding the highest fencing token the candidate saw.
+pub const HIGHEST_TOKEN: &str = "leaderd.io/highest-token";
 
 /// A presence Lease not refreshed for this many lease durations belongs to
 /// a candidate that is gone for good (a deleted pod): the leader removes it.
@@ -56,10 +70,25 @@ pub struct SeenHolder {
 /// One presence Lease as listed.
 struct Listed {
     name: String,
+    uid: Option<String>,
     resource_version: Option<String>,
     presence: Option<Presence>,
     /// How long ago its writer refreshed it, by its clock and ours.
     age: Duration,
+    /// The highest fencing token its candidate announces.
+    highest_token: u64,
+}
+
+/// A presence Lease's resourceVersion as last listed, and when (our clock)
+/// a listing first found it changed (`None`: not seen changing yet).
+type Version = (Option<String>, Option<Instant>);
+
+/// What stands under our presence Lease's name.
+enum Found {
+    Ours(Box<Lease>),
+    Missing,
+    /// A Lease without our label (another election's, say): never written.
+    Foreign,
 }
 
 /// Our own presence Lease: the copy last written (its resourceVersion
@@ -101,6 +130,9 @@ pub struct PresenceLeases {
     listing: Mutex<Listing>,
     /// The last problem logged, so that a lasting one is said once.
     last_problem: Mutex<String>,
+    /// Per presence Lease listed: its resourceVersion and when (our clock)
+    /// we saw it change, to judge those dated in the future.
+    versions: Mutex<HashMap<String, Version>>,
 }
 
 impl PresenceLeases {
@@ -114,6 +146,7 @@ impl PresenceLeases {
             schedule: Mutex::new(Schedule::default()),
             listing: Mutex::new(Listing::default()),
             last_problem: Mutex::new(String::new()),
+            versions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -149,8 +182,9 @@ impl PresenceLeases {
 
     /// Refreshes our presence Lease in the background if it is due: never
     /// written yet, changed, or (unless `leading`) last written
-    /// `lease / 3` ago. At most one write at a time.
-    pub fn refresh(self: &Arc<Self>, me: &Presence, lease: Duration, leading: bool) {
+    /// `lease / 3` ago. At most one write at a time. `token` (the highest
+    /// fencing token seen) goes with each write, never forcing one.
+    pub fn refresh(self: &Arc<Self>, me: &Presence, lease: Duration, leading: bool, token: u64) {
         let json = serde_json::to_string(me).unwrap_or_default();
         {
             let mut schedule = lock(&self.schedule);
@@ -173,7 +207,8 @@ impl PresenceLeases {
         tokio::spawn(async move {
             // Bounded: a hung API server must not leave a write in flight
             // for ever (that would stop every later refresh).
-            let written = tokio::time::timeout(lease, this.write_own(&me, lease, &json)).await;
+            let written =
+                tokio::time::timeout(lease, this.write_own(&me, lease, &json, token)).await;
             let ok = matches!(written, Ok(Ok(())));
             {
                 let mut schedule = lock(&this.schedule);
@@ -193,34 +228,36 @@ impl PresenceLeases {
         });
     }
 
-    /// Creates or updates our presence Lease. It is ours alone, so a
-    /// conflict (our previous run created it, or a write of ours raced)
-    /// is settled by an update without a resourceVersion, which overwrites:
-    /// no `get` is needed, so the RBAC rule for presence Leases stays
-    /// `create, update, list, delete`.
+    /// Creates or updates our presence Lease, always with a CAS. A
+    /// conflict (our previous run created it, or a write of ours raced) is
+    /// settled by reading it back through a list by name (no `get` is
+    /// needed, so the RBAC rule for presence Leases stays `create, update,
+    /// list, delete`) and updating that version if it carries our label.
     async fn write_own(
         &self,
         me: &Presence,
         lease: Duration,
         json: &str,
+        token: u64,
     ) -> Result<(), BackendError> {
         let mut own = self.own.lock().await;
         if lock(&self.schedule).left {
             return Ok(());
         }
         let name = self.name_of(&me.identity);
-        let mut object = own.cached.clone().unwrap_or_else(|| Lease {
+        let fresh = || Lease {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(self.namespace.clone()),
                 ..ObjectMeta::default()
             },
             spec: None,
-        });
+        };
+        let mut object = own.cached.clone().unwrap_or_else(fresh);
         // Create when we never wrote it (or it was removed), else update.
         let mut create = object.metadata.resource_version.is_none();
         for _ in 0..3 {
-            self.fill(&mut object, me, lease, json);
+            self.fill(&mut object, me, lease, json, token);
             let result = if create {
                 self.leases.create(&PostParams::default(), &object).await
             } else {
@@ -228,29 +265,36 @@ impl PresenceLeases {
                     .replace(&name, &PostParams::default(), &object)
                     .await
             };
-            match result {
+            let err = match result {
                 Ok(written) => {
                     own.cached = Some(written);
                     return Ok(());
                 }
-                Err(err) => match crate::kubernetes::status_code(&err) {
-                    // Exists already, or changed since our last write:
-                    // overwrite it, it is ours.
-                    Some(409) => {
-                        own.cached = None;
-                        object.metadata.resource_version = None;
+                Err(err) => err,
+            };
+            own.cached = None;
+            match crate::kubernetes::status_code(&err) {
+                // Exists already, or changed since our last write: read it
+                // back, and update it if it is ours.
+                Some(409) | Some(404) => match self.find(&name, &me.identity).await? {
+                    Found::Ours(found) => {
+                        object = *found;
                         create = false;
                     }
-                    // Removed (the leader took it for garbage): create it.
-                    Some(404) if !create => {
-                        own.cached = None;
-                        object.metadata.resource_version = None;
+                    Found::Missing => {
+                        object = fresh();
                         create = true;
                     }
-                    _ => {
-                        return Err(self.error(if create { "create" } else { "update" }, &err));
+                    Found::Foreign => {
+                        return Err(BackendError::new(format!(
+                            "presence lease {}/{name} is taken by a Lease that is not this candidate's (no label {CANDIDATE_OF}: {}); it is left alone, and this candidate is not listed",
+                            self.namespace, self.label
+                        )));
                     }
                 },
+                _ => {
+                    return Err(self.error(if create { "create" } else { "update" }, &err));
+                }
             }
         }
         Err(BackendError::new(format!(
@@ -259,17 +303,48 @@ impl PresenceLeases {
         )))
     }
 
-    fn fill(&self, object: &mut Lease, me: &Presence, lease: Duration, json: &str) {
+    /// The Lease named `name`, read through a list by name, and whether
+    /// it is `identity`'s presence Lease in this election.
+    async fn find(&self, name: &str, identity: &str) -> Result<Found, BackendError> {
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        let listed = self
+            .leases
+            .list(&params)
+            .await
+            .map_err(|err| self.error("list", &err))?;
+        let Some(lease) = listed.items.into_iter().next() else {
+            return Ok(Found::Missing);
+        };
+        let labelled = lease
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CANDIDATE_OF))
+            .is_some_and(|v| *v == self.label);
+        let held = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(identity);
+        Ok(if labelled && held {
+            Found::Ours(Box::new(lease))
+        } else {
+            Found::Foreign
+        })
+    }
+
+    fn fill(&self, object: &mut Lease, me: &Presence, lease: Duration, json: &str, token: u64) {
         object
             .metadata
             .labels
             .get_or_insert_with(Default::default)
             .insert(CANDIDATE_OF.to_string(), self.label.clone());
-        object
+        let annotations = object
             .metadata
             .annotations
-            .get_or_insert_with(Default::default)
-            .insert(PRESENCE.to_string(), json.to_string());
+            .get_or_insert_with(Default::default);
+        annotations.insert(PRESENCE.to_string(), json.to_string());
+        annotations.insert(HIGHEST_TOKEN.to_string(), token.to_string());
         let now = now_micro();
         let spec = object.spec.get_or_insert_with(LeaseSpec::default);
         spec.holder_identity = Some(me.identity.clone());
@@ -281,24 +356,49 @@ impl PresenceLeases {
     }
 
     /// Removes our presence Lease for good (shutdown). Waits for a refresh
-    /// in flight, so that it cannot recreate the Lease afterwards.
+    /// in flight, so that it cannot recreate the Lease afterwards. Deletes
+    /// only our own object: the uid and resourceVersion of our copy (or of
+    /// the Lease by that name, if it carries our label) are preconditions.
     pub async fn leave(&self, identity: &str) -> Result<(), BackendError> {
         lock(&self.schedule).left = true;
         let mut own = self.own.lock().await;
-        own.cached = None;
         let name = self.name_of(identity);
-        match self.leases.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(err) if crate::kubernetes::status_code(&err) == Some(404) => Ok(()),
-            Err(err) => {
-                let err = self.error("delete", &err);
-                // Said here, at warning level: the elector treats a failed
-                // leave as routine (the presence expires on its own), but a
-                // missing permission must be visible.
-                tracing::warn!("cannot remove this candidate's presence lease {name}: {err}");
-                Err(err)
+        let mut copy = own.cached.take();
+        for _ in 0..3 {
+            let target = match copy.take() {
+                Some(lease) => lease,
+                None => match self.find(&name, identity).await {
+                    Ok(Found::Ours(lease)) => *lease,
+                    Ok(Found::Missing | Found::Foreign) => return Ok(()),
+                    Err(err) => return Err(self.cannot_leave(&name, err)),
+                },
+            };
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: target.metadata.uid.clone(),
+                    resource_version: target.metadata.resource_version.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match self.leases.delete(&name, &params).await {
+                Ok(_) => return Ok(()),
+                Err(err) => match crate::kubernetes::status_code(&err) {
+                    Some(404) => return Ok(()),
+                    // Not the object we wrote: look at what is there.
+                    Some(409) => {}
+                    _ => return Err(self.cannot_leave(&name, self.error("delete", &err))),
+                },
             }
         }
+        Ok(())
+    }
+
+    /// Said here, at warning level: the elector treats a failed leave as
+    /// routine (the presence expires on its own), but a missing permission
+    /// must be visible.
+    fn cannot_leave(&self, name: &str, err: BackendError) -> BackendError {
+        tracing::warn!("cannot remove this candidate's presence lease {name}: {err}");
+        err
     }
 
     async fn list(&self) -> Result<Vec<Listed>, BackendError> {
@@ -309,11 +409,22 @@ impl PresenceLeases {
             .await
             .map_err(|err| self.error("list", &err))?;
         let now = SystemTime::now();
+        let seen_at = Instant::now();
+        let mut versions = lock(&self.versions);
+        let previous = std::mem::take(&mut *versions);
         Ok(listed
             .items
             .into_iter()
             .filter_map(|lease| {
                 let name = lease.metadata.name.clone()?;
+                let version = lease.metadata.resource_version.clone();
+                // When we saw it change: unknown at its first listing.
+                let changed = match previous.get(&name) {
+                    Some((before, at)) if *before == version => *at,
+                    Some(_) => Some(seen_at),
+                    None => None,
+                };
+                versions.insert(name.clone(), (version, changed));
                 let presence = lease
                     .metadata
                     .annotations
@@ -325,17 +436,41 @@ impl PresenceLeases {
                     .as_ref()
                     .and_then(|s| s.renew_time.as_ref())
                     .map(|t| SystemTime::from(t.0));
-                let age = renewed
-                    .map(|at| now.duration_since(at).unwrap_or(Duration::ZERO))
-                    .unwrap_or(Duration::MAX);
+                let age = age_of(
+                    renewed,
+                    now,
+                    lease_of(&lease),
+                    changed.map(|at| at.elapsed()),
+                );
+                let highest_token = lease
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(HIGHEST_TOKEN))
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
                 Some(Listed {
                     name,
+                    uid: lease.metadata.uid,
                     resource_version: lease.metadata.resource_version,
                     presence,
                     age,
+                    highest_token,
                 })
             })
             .collect())
+    }
+
+    /// The highest fencing token any candidate announces (0 when none can
+    /// be listed).
+    pub async fn highest_token_announced(&self) -> u64 {
+        match self.list().await {
+            Ok(listed) => listed.iter().map(|l| l.highest_token).max().unwrap_or(0),
+            Err(err) => {
+                self.report("cannot list the candidates for their tokens", &err);
+                0
+            }
+        }
     }
 
     /// The candidates present: refreshed within `lease`, or the holder of
@@ -389,7 +524,13 @@ impl PresenceLeases {
                     }
                 });
             }
-            listing.others.clone()
+            // A listing from long ago (an earlier term of ours) is not
+            // who stands now.
+            if listing.at.is_some_and(|at| at.elapsed() < lease) {
+                listing.others.clone()
+            } else {
+                Vec::new()
+            }
         };
         standing_of(me, &others)
     }
@@ -404,19 +545,19 @@ impl PresenceLeases {
         let listed = self.list().await?;
         let dead_after = lease * GARBAGE_AFTER;
         let own_name = self.name_of(me);
-        let garbage: Vec<(String, Option<String>)> = listed
+        let garbage: Vec<(String, Option<String>, Option<String>)> = listed
             .iter()
             .filter(|l| l.age > dead_after && l.name != own_name)
             .take(GARBAGE_PER_PASS)
-            .map(|l| (l.name.clone(), l.resource_version.clone()))
+            .map(|l| (l.name.clone(), l.uid.clone(), l.resource_version.clone()))
             .collect();
-        for (name, version) in garbage {
-            // Only the version listed: a candidate that came back meanwhile
-            // keeps its refreshed Lease (a 409).
+        for (name, uid, version) in garbage {
+            // Only the object and version listed: a candidate that came
+            // back meanwhile keeps its refreshed Lease (a 409).
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
                     resource_version: version,
-                    uid: None,
+                    uid,
                 }),
                 ..DeleteParams::default()
             };
@@ -454,6 +595,35 @@ impl PresenceLeases {
         let top = best(candidates.iter().map(|c| &c.presence), &me.identity)?;
         (!me.healthy || top.priority > me.priority).then(|| top.identity.clone())
     }
+}
+
+/// How long ago a presence Lease was refreshed: by its `renewTime` (the
+/// writer's clock) against ours, zero if it is a little ahead (skew within
+/// its `lease`); a `renewTime` further ahead is not believed, and counts
+/// only from when we last saw the Lease change (`changed_ago`).
+fn age_of(
+    renewed: Option<SystemTime>,
+    now: SystemTime,
+    lease: Duration,
+    changed_ago: Option<Duration>,
+) -> Duration {
+    match renewed.map(|at| now.duration_since(at)) {
+        None => Duration::MAX,
+        Some(Ok(age)) => age,
+        Some(Err(ahead)) if ahead.duration() <= lease => Duration::ZERO,
+        Some(Err(_)) => changed_ago.unwrap_or(Duration::MAX),
+    }
+}
+
+/// A presence Lease's own `leaseDurationSeconds` (at least a second).
+fn lease_of(lease: &Lease) -> Duration {
+    let seconds = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .and_then(|s| u64::try_from(s).ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds.max(1))
 }
 
 /// How often a candidate refreshes its presence and the leader lists the
@@ -565,9 +735,11 @@ mod tests {
     fn listed(identity: &str, age_ms: u64) -> Listed {
         Listed {
             name: presence_lease_name("e", identity),
+            uid: Some("u".into()),
             resource_version: Some("1".into()),
             presence: Some(presence(identity, 0, true)),
             age: Duration::from_millis(age_ms),
+            highest_token: 0,
         }
     }
 
@@ -600,6 +772,19 @@ mod tests {
             .map(|c| (c.presence.identity.as_str(), c.last_seen.as_millis()))
             .collect();
         assert_eq!(names, vec![("a", 100), ("c", 300)]);
+    }
+
+    #[test]
+    fn a_renew_time_far_ahead_counts_only_from_a_change_we_saw() {
+        let now = SystemTime::now();
+        let lease = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert_eq!(age_of(Some(now - ms(300)), now, lease, None), ms(300));
+        assert_eq!(age_of(Some(now + ms(300)), now, lease, None), ms(0));
+        let in_an_hour = Some(now + Duration::from_secs(3600));
+        assert_eq!(age_of(in_an_hour, now, lease, None), Duration::MAX);
+        assert_eq!(age_of(in_an_hour, now, lease, Some(ms(200))), ms(200));
+        assert_eq!(age_of(None, now, lease, Some(ms(1))), Duration::MAX);
     }
 
     #[test]

@@ -4,10 +4,16 @@
 //! annotation [`super::SWITCHOVER`]), so that the leader carries it out at
 //! once instead of at its next renewal.
 //!
+//! It also records the highest fencing token its events carry, a
+//! deletion's last state included, so that a Lease created again after a
+//! deletion counts on from there.
+//!
 //! As with Redis notices, this is an accelerator: followers still wake at
 //! the observed expiry if a watch event is lost, and the watcher ticks after
 //! every (re)connection because something may have changed meanwhile.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,9 +31,14 @@ pub struct LeaseWatcher {
 }
 
 impl LeaseWatcher {
-    pub fn spawn(leases: Api<Lease>, name: String, ticks: watch::Sender<Notices>) -> LeaseWatcher {
+    pub fn spawn(
+        leases: Api<Lease>,
+        name: String,
+        ticks: watch::Sender<Notices>,
+        highest_token: Arc<AtomicU64>,
+    ) -> LeaseWatcher {
         LeaseWatcher {
-            task: tokio::spawn(watch_lease(leases, name, ticks)),
+            task: tokio::spawn(watch_lease(leases, name, ticks, highest_token)),
         }
     }
 }
@@ -38,7 +49,21 @@ impl Drop for LeaseWatcher {
     }
 }
 
-async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Notices>) {
+async fn watch_lease(
+    leases: Api<Lease>,
+    name: String,
+    ticks: watch::Sender<Notices>,
+    highest_token: Arc<AtomicU64>,
+) {
+    let record = |lease: &Lease| {
+        let token = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_transitions)
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0);
+        highest_token.fetch_max(token, Ordering::Relaxed);
+    };
     // A change of holder or term may be a release or an acquisition: wake
     // both kinds of waiter.
     let tick = || {
@@ -60,10 +85,13 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Noti
     let mut last_switchover: Option<String> = None;
     loop {
         let version = match leases.get_opt(&name).await {
-            Ok(Some(lease)) => lease
-                .metadata
-                .resource_version
-                .unwrap_or_else(|| "0".into()),
+            Ok(Some(lease)) => {
+                record(&lease);
+                lease
+                    .metadata
+                    .resource_version
+                    .unwrap_or_else(|| "0".into())
+            }
             Ok(None) => "0".to_string(),
             Err(err) => {
                 report(&mut last_problem, "get", &err, &namespace);
@@ -83,6 +111,7 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Noti
                 while let Some(event) = stream.next().await {
                     match event {
                         Ok(WatchEvent::Added(lease) | WatchEvent::Modified(lease)) => {
+                            record(&lease);
                             // A renewal is not news: followers only need to
                             // hear of a new holder, a new term or a release.
                             let term = term_of(&lease);
@@ -96,7 +125,8 @@ async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Noti
                                 request();
                             }
                         }
-                        Ok(WatchEvent::Deleted(_)) => {
+                        Ok(WatchEvent::Deleted(lease)) => {
+                            record(&lease);
                             last_term = None;
                             last_switchover = None;
                             tick();

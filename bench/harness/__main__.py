@@ -30,7 +30,9 @@ from .tools import (
     Todo,
 )
 
-ALL_SCENARIOS = "1,2,3,4,5,6"
+ALL_SCENARIOS = "1,2,3,4,5,6,8"
+# Scenario 8: a candidate this far from Redis, each way (issue 10).
+FAR_DELAY_S = 0.070
 # Scenario 5: as fast as possible (throughput), and paced at ~25 000 req/s
 # (36 connections, each waiting 1 ms after every response) for the latency
 # at a load above the 20 000 req/s target rather than at saturation.
@@ -69,11 +71,13 @@ def settings(quick: bool) -> dict:
         return dict(rounds_graceful=2, rounds_crash=1, rest_window=2.0, footprint_requests=1000,
                     http_duration=1.0, http_runs=1, http_modes=HTTP_MODES,
                     scale=[10], scale_window=1.0, scale_handovers=1,
-                    elections=10, elections_sampled=1, parallel=True, settle=0.5)
+                    elections=10, elections_sampled=1, parallel=True, settle=0.5,
+                    guard_window=1.0, first_rounds=2, first_brand_new_rounds=1)
     return dict(rounds_graceful=20, rounds_crash=15, rest_window=30.0, footprint_requests=10000,
                 http_duration=5.0, http_runs=2, http_modes=HTTP_MODES,
                 scale=[100, 1000], scale_window=10.0, scale_handovers=3,
-                elections=1000, elections_sampled=3, parallel=False, settle=2.0)
+                elections=1000, elections_sampled=3, parallel=False, settle=2.0,
+                guard_window=10.0, first_rounds=10, first_brand_new_rounds=3)
 
 
 def main(argv=None) -> int:
@@ -202,6 +206,12 @@ def main(argv=None) -> int:
             except Exception as err:
                 log(f"footprint: FAILED: {err}")
                 results["footprint"] = {"failed": str(err)}
+            log(f"scenario 4: the guard's cost, idle for {cfg['guard_window']:.0f} s")
+            try:
+                results["guard"] = scenarios.guard_cost(leaderd, workdir, cfg["guard_window"])
+            except Exception as err:
+                log(f"guard: FAILED: {err}")
+                results["guard"] = {"failed": str(err)}
         if "5" in wanted:
             log(f"scenario 5: HTTP throughput, {cfg['http_duration']:g} s per endpoint")
             try:
@@ -230,6 +240,17 @@ def main(argv=None) -> int:
             except Exception as err:
                 log(f"{name}: FAILED: {err}")
                 results["scale"][name] = {"failed": str(err)}
+        if "8" in wanted:
+            log(f"scenario 8: first leadership, local, {FAR_DELAY_S * 1000:.0f} ms away, and on a brand-new store")
+            try:
+                results["first"] = scenarios.first_leadership(
+                    leaderd, workdir, cfg["first_rounds"], cfg["first_brand_new_rounds"], FAR_DELAY_S)
+                f = results["first"]
+                log(f"  start → leader p50: local {ms(f['local']['p50'])} ms, far {ms(f['far']['p50'])} ms, "
+                    f"brand-new {ms(f['brand-new']['p50'])} ms")
+            except Exception as err:
+                log(f"first leadership: FAILED: {err}")
+                results["first"] = {"failed": str(err)}
     except KeyboardInterrupt as err:
         log(f"interrupted ({err}); stopping everything")
         procs.reap_all()

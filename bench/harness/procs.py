@@ -182,6 +182,23 @@ def pss_kib(pid: int) -> int | None:
     return None
 
 
+def child_named(pid: int, name: str) -> int | None:
+    """The pid of a child of `pid` whose command name (comm) is `name`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        # fields[1] is the parent pid (field 4 of stat).
+        if comm == name and int(fields[1]) == pid:
+            return int(entry)
+    return None
+
+
 def threads(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -205,6 +205,15 @@ def render(r: dict) -> str:
               f"{fp['threads']} threads; the requests took {fp['requests_took_s']:.2f} s")
         elif fp:
             w(f"\n- leaderd footprint run failed: {fp['failed']}")
+        gd = r.get("guard", {})
+        if gd and "failed" not in gd:
+            w(f"- with a leader process configured, leaderd runs its guard (`leaderd-guard`, "
+              f"{gd['guard_threads']} thread): guard RSS {_mib(gd['guard_rss_kib'])} MiB (PSS "
+              f"{_mib(gd['guard_pss_kib'])} MiB), CPU {_num(gd['guard_cpu_s_per_h'], '{:.2f}')} s/h; that leaderd "
+              f"(the leader) RSS {_mib(gd['leaderd_rss_kib'])} MiB (PSS {_mib(gd['leaderd_pss_kib'])} MiB), "
+              f"CPU {_num(gd['leaderd_cpu_s_per_h'])} s/h; idle, over {gd['window_s']:.0f} s")
+        elif gd:
+            w(f"- guard run failed: {gd['failed']}")
         w(f"\n_{prov}._\n")
 
     if "http" in r:
@@ -272,6 +281,29 @@ def render(r: dict) -> str:
         status = todo["reason"] if todo.get("done") else f"TODO: {todo['reason']}"
         w(f"| {todo['label']} | {todo['scenarios']} | {status} |")
     w("")
+    if "first" in r:
+        f = r["first"]
+        w("## 8. First leadership\n")
+        if "failed" in f:
+            w(f"Not measured: {f['failed']}\n")
+        else:
+            w(f"One leaderd started alone on an election nobody holds (lease {f['lease_ms'] / 1000:g} s, "
+              f"retry_period {f['retry_ms']} ms: issue 10's latency case); time from the spawn to its "
+              "`became leader` line, a new process and a new election each round. *local*: Redis on loopback; "
+              f"*{f['delay_ms']:.0f} ms away*: through a proxy that delays every chunk by {f['delay_ms']:.0f} ms "
+              "each way (`bench/harness/delay_proxy.py`), so connecting, loading the scripts and the acquire "
+              "all pay the distance; *brand-new store*: local, but the election has no fencing counter yet — "
+              "leaderd cannot tell that from a store that lost its data, and grants nothing for one "
+              "lease_duration (a one-time cost; every other scenario starts with the counter in place).\n")
+            w("| case | rounds | p50 (ms) | p95 (ms) | min (ms) | max (ms) |")
+            w("|---|---|---|---|---|---|")
+            for case, label in (("local", "local"), ("far", f"{f['delay_ms']:.0f} ms away (each way)"),
+                                ("brand-new", "brand-new store (local)")):
+                x = f.get(case, {})
+                w(f"| {label} | {x.get('n', 0)} | {ms(x.get('p50'))} | {ms(x.get('p95'))} "
+                  f"| {ms(x.get('min'))} | {ms(x.get('max'))} |")
+        w(f"\n_{prov}._\n")
+
     if r.get("skipped_tools"):
         w("## Tools not run\n")
         for name, why in r["skipped_tools"].items():

@@ -6,6 +6,11 @@ Scenario numbers follow issue 7:
   5 status endpoint                        -> http_throughput()
   6 scale                                  -> scale_one_election(), scale_many_elections()
   7 quorum mode / Kubernetes backend       -> rows from tools.Todo until they land
+  8 first leadership (a far Redis, a brand-new Redis)  -> first_leadership()
+
+Every leaderd election starts with a fencing counter in place
+(`Leaderd.prepare`): on a brand-new Redis leaderd waits one lease_duration
+before the first term, and that one-time wait belongs in scenario 8 only.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from pathlib import Path
 
 from . import procs
+from .delay_proxy import DelayProxy
 from .redis_server import RedisServer, count_monitor
 from .stats import summary
 from .tools import Candidate, Leaderd, Tool
@@ -49,6 +55,7 @@ class Group:
         self.size = size
         self.cands: list[Candidate] = []
         self.started = 0
+        tool.prepare(servers, election)
 
     def add(self) -> Candidate:
         self.started += 1
@@ -351,6 +358,91 @@ def footprint(leaderd: Leaderd, workdir: Path, requests: int) -> dict:
         server.stop()
 
 
+# A leader process that does nothing: with one configured, leaderd starts its
+# guard (hooks would too).
+GUARDED_YAML = 'leader_process:\n  command: ["sleep", "3600"]\n  grace_period: 200ms\n'
+
+
+def guard_cost(leaderd: Leaderd, workdir: Path, window: float) -> dict:
+    """Scenario 4, the guard: a leader with a leader process configured, so
+    that leaderd runs `leaderd-guard` next to it. RSS and PSS of the guard
+    and of that leaderd when idle, and both processes' CPU over `window`
+    (leaderd now also tells the guard every renewal)."""
+    guarded = Leaderd(leaderd.binary, extra_yaml=GUARDED_YAML)
+    guarded.name = "leaderd-guarded"
+    server = RedisServer(workdir, "guard")
+    group = Group(guarded, [server], "bench", workdir, size=1)
+    try:
+        group.top_up()
+        leader = group.wait_ready()
+        guard = procs.wait_until(lambda: procs.child_named(leader.pid, "leaderd-guard"), 10, 0.02,
+                                 "the leaderd-guard process")
+        time.sleep(SETTLE_S["value"])
+        cpu0 = {p: procs.cpu_seconds(p) for p in (leader.pid, guard)}
+        t0 = time.monotonic()
+        time.sleep(window)
+        elapsed = time.monotonic() - t0
+        cpu = {p: ((procs.cpu_seconds(p) or 0) - (cpu0[p] or 0)) / elapsed * 3600 for p in cpu0}
+        return {
+            "guard_rss_kib": procs.status_kib(guard, "VmRSS"),
+            "guard_pss_kib": procs.pss_kib(guard),
+            "guard_threads": procs.threads(guard),
+            "guard_cpu_s_per_h": cpu[guard],
+            "leaderd_rss_kib": procs.status_kib(leader.pid, "VmRSS"),
+            "leaderd_pss_kib": procs.pss_kib(leader.pid),
+            "leaderd_cpu_s_per_h": cpu[leader.pid],
+            "window_s": elapsed,
+        }
+    finally:
+        group.stop()
+        server.stop()
+
+
+def first_leadership(leaderd: Leaderd, workdir: Path, rounds: int, brand_new_rounds: int,
+                     delay_s: float) -> dict:
+    """Scenario 8: time from starting a lone candidate to its `became
+    leader` line, with the timing of issue 10's latency case (lease 2 s,
+    renew 1.5 s, retry 300 ms):
+
+    - local: Redis on loopback, the election's fencing counter in place;
+    - far: the same through a proxy that delays every chunk by `delay_s`
+      each way (connect, handshake, script loads and the acquire all pay
+      it); a candidate whose round trip is below retry_period / 2 must lead;
+    - brand-new: local, but the election has no fencing counter, as on a
+      new Redis: leaderd cannot tell it from a store that lost its data and
+      grants nothing for one lease_duration (a one-time cost).
+
+    Each round is a new election and a new process."""
+    tool = Leaderd(leaderd.binary, lease_ms=2000, renew_ms=1500, retry_ms=300)
+    tool.name = "leaderd-first"
+    server = RedisServer(workdir, "first")
+    proxy = DelayProxy(server.port, delay_s)
+    results: dict = {"delay_ms": delay_s * 1000, "lease_ms": tool.lease_ms, "retry_ms": tool.retry_ms}
+    try:
+        for case, url, primed, n in (("local", server.url, True, rounds),
+                                     ("far", proxy.url, True, rounds),
+                                     ("brand-new", server.url, False, brand_new_rounds)):
+            times = []
+            for i in range(n):
+                election = f"first-{case}-{i}"
+                if primed:
+                    tool.prepare([server], election)
+                t0 = time.time()
+                cand = tool.start(f"{case}-{i}", [url], election, workdir)
+                try:
+                    event = procs.wait_until(lambda: cand.first("acquired"), 30, 0.002,
+                                             f"the {case} candidate to lead")
+                    times.append(event.ts - t0)
+                finally:
+                    procs.stop(cand.proc)
+                    procs.forget_exited()
+            results[case] = summary(times)
+        return results
+    finally:
+        proxy.close()
+        server.stop()
+
+
 WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -550,6 +642,7 @@ def scale_one_election(leaderd: Leaderd, workdir: Path, n: int, window: float, h
     sub.mkdir(exist_ok=True)
     cands: list[Candidate] = []
     try:
+        leaderd.prepare([server], "scale")
         t0 = time.monotonic()
         cands = _start_many(leaderd, server, sub, [(f"c{i}", "scale") for i in range(n)])
         settle = _wait_all_settled(cands, timeout=max(60.0, n * 0.15))
@@ -581,6 +674,8 @@ def scale_many_elections(leaderd: Leaderd, workdir: Path, n: int, window: float,
     sub.mkdir(exist_ok=True)
     cands: list[Candidate] = []
     try:
+        for i in range(n):
+            leaderd.prepare([server], f"e{i}")
         t0 = time.monotonic()
         specs = [(f"e{i}-a", f"e{i}") for i in range(n)]
         cands = _start_many(leaderd, server, sub, specs)

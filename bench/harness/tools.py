@@ -126,6 +126,10 @@ class Tool:
     def env(self) -> dict[str, str]:
         return {}
 
+    def prepare(self, servers: list, election: str) -> None:
+        """Readies `servers` for `election` before any candidate starts
+        (nothing for most tools)."""
+
     # Where the tool keeps its lease: Redis servers by default.
     redis = True
 
@@ -161,10 +165,13 @@ class Leaderd(Tool):
     LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[0-9:.]+Z)\s+(INFO|WARN|ERROR|DEBUG)\s+(.*)$")
     LISTEN = re.compile(r"listen=(\S+)")
 
-    def __init__(self, binary: Path, lease_ms=2000, renew_ms=1500, retry_ms=500, listen_port0=True):
+    def __init__(self, binary: Path, lease_ms=2000, renew_ms=1500, retry_ms=500, listen_port0=True,
+                 extra_yaml: str = ""):
         self.binary = binary
         self.lease_ms, self.renew_ms, self.retry_ms = lease_ms, renew_ms, retry_ms
         self.listen_port0 = listen_port0
+        # More top-level config sections (e.g. a leader_process).
+        self.extra_yaml = extra_yaml
         self._configs: dict[tuple, Path] = {}
 
     def available(self):
@@ -183,9 +190,25 @@ class Leaderd(Tool):
                 "backend:\n"
                 "  redis:\n"
                 f"    urls: {json.dumps(urls)}\n"
+                + self.extra_yaml
             )
             self._configs[key] = path
         return self._configs[key]
+
+    def prepare(self, servers, election):
+        """Gives `election` a fencing counter on every server, as a store
+        that has run the election before has. A brand-new store has none,
+        and leaderd cannot tell it from a store that lost its data: it grants
+        nothing for one lease_duration (its quarantine) before the first
+        term. That one-time wait is measured on its own (scenario 8), never
+        inside another figure. The counter starts where leaderd would start
+        it (the server's clock in microseconds); NX leaves an existing one."""
+        for server in servers:
+            seconds, micros = server.client.time()
+            server.client.set(self.fence_key(election), str(seconds * 1_000_000 + micros), nx=True)
+
+    def fence_key(self, election):
+        return f"leaderd:{{{election}}}:fence"
 
     def argv(self, identity, urls, election, workdir, listen="127.0.0.1:0"):
         return [
@@ -366,6 +389,9 @@ class LeaderdKube(Leaderd):
 
     def servers(self, workdir, tag):
         return [FakeKube(workdir, self.python, tag)]
+
+    def prepare(self, servers, election):
+        """A Lease has no fencing counter to prepare."""
 
     def config(self, urls, election, workdir):
         key = (tuple(urls), election)

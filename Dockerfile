@@ -6,7 +6,9 @@
 #   docker build -t leaderd:dev .
 #   docker build --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" -t leaderd:0.1.0 .
 #
-# Stage 1 compiles with a pinned Rust toolchain (the one CI uses). The
+# Stage 1 compiles with a pinned Rust toolchain (the one CI uses), the same
+# way scripts/release builds the tarball's binary: `cargo build --release
+# --locked`, stripped by the release profile (Cargo.toml). The
 # dependencies are built first, from Cargo.toml and Cargo.lock alone, so
 # that the layer is reused until they change. Stage 2 is Debian slim (glibc,
 # a shell and cp for the Helm chart's init container), running as a

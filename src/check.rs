@@ -1,10 +1,11 @@
 //! `leaderd check`: validate a configuration and, unless `--offline`, ask
 //! the backend whether it can hold a lease safely.
 
-use crate::config::{BackendSettings, Settings, redact_url, show};
+use crate::config::{BackendSettings, Checked, redact_url, show};
 
 /// Prints what it finds; returns whether the setup is usable.
-pub async fn check(settings: &Settings, offline: bool) -> bool {
+pub async fn check(checked: &Checked, offline: bool) -> bool {
+    let settings = &checked.settings;
     let e = &settings.election;
     println!(
         "{}: OK — election {:?}, identity {:?}, lease {} / renew deadline {} / retry {}, http {}",
@@ -16,6 +17,15 @@ pub async fn check(settings: &Settings, offline: bool) -> bool {
         show(e.retry_period),
         settings.listen
     );
+    if let Some((label, pod)) = &settings.pod_label {
+        println!(
+            "pod_label: {}={} on pod {}/{}",
+            label.key, label.leader_value, pod.namespace, pod.name
+        );
+    }
+    for note in &checked.notes {
+        println!("  note: {note}");
+    }
     if offline {
         match &settings.backend {
             BackendSettings::Redis(redis) => {

@@ -11,12 +11,16 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::guard::GuardLink;
 use crate::actions::pod_label::PodLabeler;
 use crate::actions::{Actions, ActionsSettings, HookContext};
-use crate::backend::Backend;
 use crate::backend::kubernetes::KubernetesBackend;
 use crate::backend::redis::RedisBackend;
-use crate::config::{BackendSettings, Settings};
-use crate::election::{Elector, Outcome, Timing};
-use crate::http::Server;
+use crate::backend::{Backend, Presence};
+use crate::config::{BackendSettings, Mode, Settings};
+use crate::election::handover::Preemption;
+use crate::election::roster::Roster;
+use crate::election::steering::Steering;
+use crate::election::{Conduct, Elector, Outcome, Timing};
+use crate::health::HealthChecker;
+use crate::http::{Api, Server};
 use crate::metrics::Metrics;
 use crate::signals;
 
@@ -70,27 +74,80 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
     let metrics = Arc::new(
         Metrics::new(&election.name).map_err(|err| RunError::Setup(format!("metrics: {err}")))?,
     );
+    // What this candidate announces about itself (the health probe, when
+    // configured, keeps `healthy` up to date).
+    let presence = Presence {
+        identity: election.identity.clone(),
+        url: settings.advertise_url.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        priority: election.priority,
+        // With a probe, healthy only once it says so: a node whose workload
+        // is down must not take the lease at start.
+        healthy: settings.health.is_none(),
+        started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        standing_aside: false,
+    };
+    let (presence_tx, presence_rx) = tokio::sync::watch::channel(presence);
+    let _health = settings
+        .health
+        .clone()
+        .map(|health| HealthChecker::spawn(health, presence_tx, metrics.clone()));
+    let conduct = Conduct {
+        observer: election.mode == Mode::Observe,
+        preemption: Preemption {
+            after: election
+                .preempt
+                .then(|| election.preempt_delay.unwrap_or(2 * timing.lease_duration)),
+        },
+        unhealthy_backoff: settings
+            .health
+            .as_ref()
+            .map_or(Duration::ZERO, |health| health.unhealthy_backoff),
+    };
     let mut elector = Elector::new(
-        backend,
+        backend.clone(),
         &election.name,
-        &election.identity,
+        presence_rx.clone(),
         timing,
+        conduct,
         metrics.clone(),
     );
+    let api = Api {
+        state: elector.subscribe(),
+        presence: presence_rx.clone(),
+        metrics: metrics.clone(),
+        lease_duration: timing.lease_duration,
+        retry_period: timing.retry_period,
+        roster: Arc::new(Roster::spawn(
+            backend.clone(),
+            timing.retry_period,
+            timing.lease_duration,
+        )),
+        steer: Arc::new(Steering::new(
+            backend,
+            elector.subscribe(),
+            timing.lease_duration,
+            timing.retry_period,
+        )),
+        admin_token: settings.admin.token.clone(),
+    };
 
     // Bind before electing: a taken port must fail the start, not a term.
-    let server = Server::bind(
-        settings.listen,
-        elector.subscribe(),
-        metrics.clone(),
-        timing.lease_duration,
-    )
-    .await
-    .map_err(|source| RunError::Listen {
-        addr: settings.listen,
-        source,
-    })?;
+    let server = Server::bind(settings.listen, api.clone(), false)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
     let listen = server.local_addr().unwrap_or(settings.listen);
+    let admin_server = match settings.admin.listen {
+        Some(addr) => Some(
+            Server::bind(addr, api, true)
+                .await
+                .map_err(|source| RunError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
 
     let labeler = match &settings.pod_label {
         Some((label, pod)) => {
@@ -141,6 +198,12 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
     signals::spawn(shutdown.clone()).map_err(|err| RunError::Setup(format!("signals: {err}")))?;
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(server.serve(stop_http.clone()));
+    let admin_http = admin_server.map(|server| {
+        if let Ok(addr) = server.local_addr() {
+            tracing::info!(%addr, "admin endpoints listening");
+        }
+        tokio::spawn(server.serve(stop_http.clone()))
+    });
 
     tracing::info!(
         election = %election.name,
@@ -162,6 +225,8 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
             let _ = elector.release(&term).await;
         }
     }
+    // Gone from the candidates list at once, not when it would expire.
+    elector.leave().await;
     let grace = settings
         .leader_process
         .as_ref()
@@ -177,6 +242,9 @@ async fn run_with<B: Backend>(backend: Arc<B>, settings: &Settings) -> Result<i3
     stop_http.cancel();
     // Idle keep-alive clients must not delay the exit.
     http.abort();
+    if let Some(admin_http) = admin_http {
+        admin_http.abort();
+    }
     tracing::info!(exit_code, "leaderd stopped");
     Ok(exit_code)
 }

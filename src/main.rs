@@ -4,13 +4,16 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use leaderd::cli::{Cli, Command};
-use leaderd::config::{self, Overrides};
+use leaderd::cli::{AdminArgs, Cli, Command};
+use leaderd::config;
+use leaderd::switchover_client::Ask;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse(); // usage errors exit 2 here
-    leaderd::logging::init(cli.log_format);
+    let cli = Cli::parse_args(); // usage errors exit 2 here
+    if let Err(message) = leaderd::logging::init(cli.log_format) {
+        eprintln!("leaderd: {message}");
+        return ExitCode::from(2);
+    }
     if let Command::Guard(args) = &cli.command {
         // Synchronous and single-threaded on purpose: no runtime to freeze.
         let code = leaderd::actions::guard::watchdog::run(Duration::from_millis(args.window_ms));
@@ -56,11 +59,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> ExitCode {
     match command {
         Command::Run(args) => {
-            let overrides = Overrides {
-                identity: args.identity,
-                listen: args.listen,
-            };
-            let settings = match config::load(&args.config, &overrides) {
+            let settings = match config::load(&args.config, &args.overrides) {
                 Ok(settings) => settings,
                 Err(err) => return config_error(&err),
             };
@@ -73,17 +72,31 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
         Command::Check(args) => {
-            let settings = match config::load(&args.config, &Overrides::default()) {
-                Ok(settings) => settings,
+            let checked = match config::check_file(&args.config) {
+                Ok(checked) => checked,
                 Err(err) => return config_error(&err),
             };
-            if leaderd::check::check(&settings, args.offline).await {
+            if leaderd::check::check(&checked, args.offline).await {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             }
         }
         Command::Guard(_) => ExitCode::from(2),
+        Command::Switchover(args) => {
+            let ask = if args.cancel {
+                Ask::Cancel
+            } else {
+                Ask::Switchover {
+                    to: args.to,
+                    at: args.at,
+                }
+            };
+            switchover(ask, &args.admin).await
+        }
+        Command::StepDown(admin) => {
+            switchover(Ask::Switchover { to: None, at: None }, &admin).await
+        }
         Command::Status(args) => {
             match leaderd::status_client::fetch(&args.url, Duration::from_secs(5)).await {
                 Ok((raw, status)) => {
@@ -101,6 +114,21 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+/// How long the CLI waits for a switchover: the daemon answers within
+/// `lease_duration` (15 s by default).
+const SWITCHOVER_PATIENCE: Duration = Duration::from_secs(120);
+
+async fn switchover(ask: Ask, admin: &AdminArgs) -> ExitCode {
+    let code = leaderd::switchover_client::run(
+        ask,
+        &admin.url,
+        admin.token_file.as_deref(),
+        SWITCHOVER_PATIENCE,
+    )
+    .await;
+    ExitCode::from(code)
 }
 
 fn config_error(err: &config::ConfigError) -> ExitCode {

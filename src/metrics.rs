@@ -8,17 +8,21 @@
 
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::time::Instant;
 
+use crate::backend::Candidate;
 use crate::election::{ElectionState, Reason};
 
 /// Every metric leaderd exports, registered once per process.
 pub struct Metrics {
     registry: Registry,
+    /// The names of every registered family.
+    names: Vec<String>,
     is_leader: IntGauge,
     master_status: IntGauge,
     fencing_token: IntGauge,
@@ -35,6 +39,12 @@ pub struct Metrics {
     hook_duration: HistogramVec,
     pod_label_updates: IntCounterVec,
     leader_process_starts: IntCounter,
+    candidates: IntGauge,
+    switchovers: IntCounterVec,
+    healthy: IntGauge,
+    health_checks: IntCounterVec,
+    candidate_priority: IntGaugeVec,
+    candidate_healthy: IntGaugeVec,
 }
 
 /// Renewal latency buckets: sub-millisecond on loopback up to the seconds a
@@ -114,6 +124,43 @@ impl Metrics {
             "leaderd_foreign_lock_value_total",
             "Times the lease key held something leaderd did not write (left untouched).",
         ))?;
+        let candidates = IntGauge::with_opts(opts(
+            "leaderd_candidates",
+            "Candidates standing in the election, as last listed (listed while someone asks: /status, a scrape).",
+        ))?;
+        let switchovers = IntCounterVec::new(
+            opts(
+                "leaderd_switchovers_total",
+                "Switchover requests this daemon took, by result (done, scheduled, cancelled, invalid, unknown_candidate, conflict, refused, no_leader, timeout, unavailable, unauthorized, disabled).",
+            ),
+            &["result"],
+        )?;
+        let healthy = IntGauge::with_opts(opts(
+            "leaderd_healthy",
+            "1 while this candidate's health probe counts it healthy (always 1 without a probe).",
+        ))?;
+        healthy.set(1);
+        let health_checks = IntCounterVec::new(
+            opts(
+                "leaderd_health_checks_total",
+                "Health probe runs by result (ok, failed, timeout).",
+            ),
+            &["result"],
+        )?;
+        let candidate_priority = IntGaugeVec::new(
+            opts(
+                "leaderd_candidate_priority",
+                "Each candidate's priority, as last listed.",
+            ),
+            &["candidate"],
+        )?;
+        let candidate_healthy = IntGaugeVec::new(
+            opts(
+                "leaderd_candidate_healthy",
+                "1 when the candidate reports itself healthy, as last listed.",
+            ),
+            &["candidate"],
+        )?;
         let store_full = IntCounter::with_opts(opts(
             "leaderd_store_full_total",
             "Calls the store refused because it is full (Redis at maxmemory); retried.",
@@ -153,23 +200,36 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        registry.register(Box::new(is_leader.clone()))?;
-        registry.register(Box::new(master_status.clone()))?;
-        registry.register(Box::new(fencing_token.clone()))?;
-        registry.register(Box::new(lease_remaining.clone()))?;
-        registry.register(Box::new(acquired.clone()))?;
-        registry.register(Box::new(lost.clone()))?;
-        registry.register(Box::new(renewals.clone()))?;
-        registry.register(Box::new(renew_duration.clone()))?;
-        registry.register(Box::new(backend_errors.clone()))?;
-        registry.register(Box::new(leader_changes.clone()))?;
-        registry.register(Box::new(foreign_values.clone()))?;
-        registry.register(Box::new(store_full.clone()))?;
-        registry.register(Box::new(hook_runs.clone()))?;
-        registry.register(Box::new(hook_duration.clone()))?;
-        registry.register(Box::new(pod_label_updates.clone()))?;
-        registry.register(Box::new(leader_process_starts.clone()))?;
-        registry.register(Box::new(build_info))?;
+        // Every family goes through `register`, which also keeps its name:
+        // the README test compares them with the documented table.
+        let mut names = Vec::new();
+        let mut register = |collector: Box<dyn Collector>| {
+            names.extend(collector.desc().iter().map(|desc| desc.fq_name.clone()));
+            registry.register(collector)
+        };
+        register(Box::new(is_leader.clone()))?;
+        register(Box::new(master_status.clone()))?;
+        register(Box::new(fencing_token.clone()))?;
+        register(Box::new(lease_remaining.clone()))?;
+        register(Box::new(acquired.clone()))?;
+        register(Box::new(lost.clone()))?;
+        register(Box::new(renewals.clone()))?;
+        register(Box::new(renew_duration.clone()))?;
+        register(Box::new(backend_errors.clone()))?;
+        register(Box::new(leader_changes.clone()))?;
+        register(Box::new(foreign_values.clone()))?;
+        register(Box::new(store_full.clone()))?;
+        register(Box::new(candidates.clone()))?;
+        register(Box::new(switchovers.clone()))?;
+        register(Box::new(healthy.clone()))?;
+        register(Box::new(health_checks.clone()))?;
+        register(Box::new(candidate_priority.clone()))?;
+        register(Box::new(candidate_healthy.clone()))?;
+        register(Box::new(hook_runs.clone()))?;
+        register(Box::new(hook_duration.clone()))?;
+        register(Box::new(pod_label_updates.clone()))?;
+        register(Box::new(leader_process_starts.clone()))?;
+        register(Box::new(build_info))?;
 
         // Pre-create the labelled series so that they exist (at 0) from the
         // first scrape: `rate()` and alerts need a starting point.
@@ -179,6 +239,10 @@ impl Metrics {
             Reason::LockLost,
             Reason::StepDown,
             Reason::LeaderProcessExited,
+            Reason::Switchover,
+            Reason::Unhealthy,
+            Reason::Preempted,
+            Reason::HandOver,
         ] {
             lost.with_label_values(&[reason.as_str()]);
         }
@@ -191,6 +255,7 @@ impl Metrics {
 
         Ok(Metrics {
             registry,
+            names,
             is_leader,
             master_status,
             fencing_token,
@@ -207,7 +272,19 @@ impl Metrics {
             hook_duration,
             pod_label_updates,
             leader_process_starts,
+            candidates,
+            switchovers,
+            healthy,
+            health_checks,
+            candidate_priority,
+            candidate_healthy,
         })
+    }
+
+    /// The names of every family this registry exports (labelled families
+    /// included before their first series exists).
+    pub fn family_names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn acquired(&self) {
@@ -239,6 +316,18 @@ impl Metrics {
         self.store_full.inc();
     }
 
+    pub fn healthy(&self, healthy: bool) {
+        self.healthy.set(i64::from(healthy));
+    }
+
+    pub fn health_check(&self, result: &str) {
+        self.health_checks.with_label_values(&[result]).inc();
+    }
+
+    pub fn switchover(&self, result: &str) {
+        self.switchovers.with_label_values(&[result]).inc();
+    }
+
     pub fn hook_run(&self, hook: &str, result: &str, took: Duration) {
         self.hook_runs.with_label_values(&[hook, result]).inc();
         self.hook_duration
@@ -255,7 +344,29 @@ impl Metrics {
     }
 
     /// Samples the gauges from `state` at `now` and renders the text format.
-    pub fn render(&self, state: &ElectionState, now: Instant) -> String {
+    /// `candidates`: who stands, when known.
+    pub fn render(
+        &self,
+        state: &ElectionState,
+        candidates: Option<&[Candidate]>,
+        now: Instant,
+    ) -> String {
+        if let Some(candidates) = candidates {
+            self.candidates
+                .set(i64::try_from(candidates.len()).unwrap_or(i64::MAX));
+            // Only the candidates standing now: no series for the departed.
+            self.candidate_priority.reset();
+            self.candidate_healthy.reset();
+            for c in candidates {
+                let who = [c.presence.identity.as_str()];
+                self.candidate_priority
+                    .with_label_values(&who)
+                    .set(c.presence.priority);
+                self.candidate_healthy
+                    .with_label_values(&who)
+                    .set(i64::from(c.presence.healthy));
+            }
+        }
         let leading = i64::from(state.is_leader_at(now));
         self.is_leader.set(leading);
         self.master_status.set(leading);
@@ -276,5 +387,74 @@ impl Metrics {
             tracing::error!(%err, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The metric names in the README's "Metrics" table.
+    fn documented() -> BTreeSet<String> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Metrics\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_default();
+        section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|cell| cell.split(['`', '{']).next())
+            .filter(|name| *name != "metric")
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_exported_metric_is_in_the_readme_table() {
+        let metrics = Metrics::new("doc").expect("metrics registry");
+        let exported: BTreeSet<String> = metrics.family_names().iter().cloned().collect();
+        let documented = documented();
+        assert!(
+            documented.len() >= 10,
+            "README table not found: {documented:?}"
+        );
+        let undocumented: Vec<_> = exported.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&exported).collect();
+        assert!(
+            undocumented.is_empty() && stale.is_empty(),
+            "README.md's metrics table lacks {undocumented:?} and lists {stale:?}, which is not exported"
+        );
+        // And the names are what a scrape shows (once every family has a series).
+        metrics.hook_run("new_leader", "ok", Duration::ZERO);
+        metrics.pod_label_update("ok");
+        metrics.switchover("done");
+        metrics.health_check("ok");
+        let standing = [Candidate {
+            presence: crate::backend::Presence {
+                identity: "me".into(),
+                url: None,
+                version: "0".into(),
+                priority: 0,
+                healthy: true,
+                started_at: String::new(),
+                standing_aside: false,
+            },
+            last_seen: Duration::ZERO,
+        }];
+        let text = metrics.render(
+            &ElectionState::new("doc", "me", "redis"),
+            Some(&standing),
+            Instant::now(),
+        );
+        for name in &exported {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} not in:\n{text}"
+            );
+        }
     }
 }

@@ -336,3 +336,257 @@ fn run_without_config_is_a_usage_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------
+// Input that cannot hurt, and messages that blame the right place
+// ---------------------------------------------------------------------------
+
+/// `leaderd run` and `leaderd check --offline` on `path` with `env`: each
+/// must exit 2 (within the bound of `run_leaderd`: a hang fails the test).
+/// Returns their stderr.
+fn refused_by_run_and_check(path: &str, env: &[(&str, &str)]) -> Vec<String> {
+    [
+        vec!["run", "--config", path, "--identity", "x"],
+        vec!["check", "--offline", "--config", path],
+    ]
+    .iter()
+    .map(|args| {
+        let out = run_leaderd_with_env(args, env, RUN_TIMEOUT);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "leaderd {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "leaderd {args:?}: {stderr}");
+        stderr
+    })
+    .collect()
+}
+
+#[test]
+fn special_and_oversized_files_are_refused_without_reading_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("config.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let big = dir.path().join("big.yaml");
+    // A comment of 1 MiB: valid YAML, but more than leaderd reads.
+    std::fs::write(&big, format!("# {}\n", "x".repeat(1024 * 1024))).expect("write");
+    let subdir = dir.path().join("a-directory");
+    std::fs::create_dir(&subdir).expect("mkdir");
+    for (path, reason) in [
+        ("/dev/zero", "is a character device, not a regular file"),
+        ("/dev/urandom", "is a character device, not a regular file"),
+        (fifo.to_str().expect("utf-8"), "is a pipe (FIFO)"),
+        (subdir.to_str().expect("utf-8"), "is a directory"),
+        (big.to_str().expect("utf-8"), "at most 1024 KiB (1 MiB)"),
+    ] {
+        for stderr in refused_by_run_and_check(path, &[]) {
+            assert!(
+                stderr.contains(path) && stderr.contains(reason),
+                "{path}: want {reason:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn long_values_are_cut_in_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = "a".repeat(1_000_000);
+    // YAML limits a plain key to 1024 characters.
+    let key = "k".repeat(1000);
+    for (file, yaml, field, bytes) in [
+        (
+            "long-name.yaml",
+            cfg(&election(&long, "1s", "600ms", "150ms"), REDIS, HTTP),
+            "election.name: \"aaaa",
+            "…\" (1000000 bytes)",
+        ),
+        (
+            "long-key.yaml",
+            cfg(&format!("{ELECTION}  {key}: 1\n"), REDIS, HTTP),
+            "unknown field `kkkk",
+            "…` (1000 bytes)",
+        ),
+        (
+            "long-url.yaml",
+            cfg(ELECTION, &format!("    urls: [\"{long}\"]\n"), HTTP),
+            "backend.redis.urls[0]: \"aaaa",
+            "…\" (1000000 bytes)",
+        ),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, yaml).expect("write");
+        for stderr in refused_by_run_and_check(path.to_str().expect("utf-8"), &[]) {
+            assert!(
+                stderr.len() < 1500,
+                "{file}: {} bytes of stderr; the value must be cut",
+                stderr.len()
+            );
+            assert!(
+                stderr.contains(field) && stderr.contains(bytes),
+                "{file}: want {field:?} and {bytes:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_empty_file_says_it_is_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, yaml) in [
+        ("empty.yaml", ""),
+        ("comments.yaml", "# leaderd\n# (to be written)\n\n"),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, yaml).expect("write");
+        for stderr in refused_by_run_and_check(path.to_str().expect("utf-8"), &[]) {
+            assert!(
+                stderr.contains(&format!("{file}: the file is empty")),
+                "{stderr}"
+            );
+            assert!(!stderr.contains("missing field"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_listen_or_identity_names_the_flag_or_variable_not_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fine.yaml");
+    std::fs::write(&path, cfg(ELECTION, REDIS, HTTP)).expect("write");
+    let p = path.to_str().expect("utf-8");
+    // (flags, environment, what stderr must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        (&["--listen", "unreach"], &[], "--listen: \"unreach\""),
+        (
+            &[],
+            &[("LEADERD_LISTEN", "unreach")],
+            "LEADERD_LISTEN: \"unreach\"",
+        ),
+        (
+            // The flag wins over the variable, and is the one named.
+            &["--listen", "also:bad"],
+            &[("LEADERD_LISTEN", "127.0.0.1:0")],
+            "--listen: \"also:bad\"",
+        ),
+        (
+            &[],
+            &[("LEADERD_IDENTITY", "two\nlines")],
+            "LEADERD_IDENTITY: \"two\\nlines\"",
+        ),
+    ];
+    for (flags, env, want) in cases {
+        let mut args = vec!["run", "--config", p];
+        args.extend_from_slice(flags);
+        let out = run_leaderd_with_env(&args, env, RUN_TIMEOUT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{args:?} {env:?}: want {want:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("fine.yaml"),
+            "{args:?} {env:?}: the file is not to blame: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_invalid_log_filter_is_refused_naming_the_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fine.yaml");
+    std::fs::write(&path, cfg(ELECTION, REDIS, HTTP)).expect("write");
+    let p = path.to_str().expect("utf-8");
+    // `verbose` would select a module called verbose: no log at all.
+    for filter in ["verbose", "bogus[", "info,loud", "leaderd=loud"] {
+        for stderr in refused_by_run_and_check(p, &[("LEADERD_LOG", filter)]) {
+            assert!(stderr.contains("LEADERD_LOG: "), "{filter}: {stderr}");
+        }
+    }
+    for filter in ["debug", "warn,leaderd=debug", ""] {
+        let out = run_leaderd_with_env(
+            &["check", "--offline", "--config", p],
+            &[("LEADERD_LOG", filter)],
+            RUN_TIMEOUT,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "LEADERD_LOG={filter:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_offline_checks_the_shipped_examples_without_their_environment() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).expect("read config/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|ext| ext != "yaml") {
+            continue;
+        }
+        checked += 1;
+        // leaderd_command() removes POD_NAME and POD_NAMESPACE.
+        let out = run_leaderd(
+            &[
+                "check",
+                "--offline",
+                "--config",
+                path.to_str().expect("utf-8"),
+            ],
+            RUN_TIMEOUT,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {stdout}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if stdout.contains("pod_label") {
+            assert!(
+                stdout.contains("note: pod_label: `leaderd run` needs POD_NAME"),
+                "{}: say what run will need: {stdout}",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        checked >= 5,
+        "only {checked} examples in {}",
+        examples.display()
+    );
+    // `run` still needs them.
+    let sidecar = examples.join("sidecar-pod-label.yaml");
+    let out = run_leaderd(
+        &["run", "--config", sidecar.to_str().expect("utf-8")],
+        RUN_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pod_label: needs POD_NAME"), "{stderr}");
+}
+
+#[test]
+fn durations_in_messages_read_like_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("timing.yaml");
+    std::fs::write(
+        &path,
+        cfg(&election("cfgtest", "1s", "1500ms", "150ms"), REDIS, HTTP),
+    )
+    .expect("write");
+    for stderr in refused_by_run_and_check(path.to_str().expect("utf-8"), &[]) {
+        assert!(
+            stderr.contains("1.5s must be shorter than election.lease_duration (1s)"),
+            "{stderr}"
+        );
+    }
+}

@@ -277,14 +277,39 @@ fn status_command_prints_json_and_text() {
         "without --json the output is human text: {stdout}"
     );
 
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let out = run_leaderd(&["status", "--url", &dead], Duration::from_secs(20));
+    // A URL without a scheme is taken as http://.
+    let out = run_leaderd(&["status", "--url", a.addr()], Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "unreachable: {}",
+        Some(0),
+        "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains("cli-a"), "{stdout}");
+
+    // What went wrong, in words that say what to check.
+    let dead = format!("127.0.0.1:{}", free_port());
+    for (url, want) in [
+        (
+            format!("http://{dead}"),
+            format!(
+                "nothing answers at http://{dead}: is leaderd running, and is that its http.listen?"
+            ),
+        ),
+        (
+            format!("https://{}", a.addr()),
+            format!(
+                "leaderd serves plain HTTP, not https; use http://{}",
+                a.addr()
+            ),
+        ),
+    ] {
+        let out = run_leaderd(&["status", "--url", &url], Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        assert!(stderr.contains(&want), "{url}: want {want:?}: {stderr}");
+    }
 }
 
 #[test]
@@ -311,6 +336,16 @@ fn sigint_also_shuts_down_gracefully() {
     wait_until(PATIENCE, "si-a leads", || a.is_leading());
     a.signal("INT");
     assert_eq!(a.wait_exit(Duration::from_secs(10)), Some(0), "{}", a.log());
+    // A requested stop is routine: INFO, not WARN.
+    let log = a.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("stepped down"))
+        .unwrap_or_else(|| panic!("no 'stepped down' line: {log}"));
+    assert!(
+        line.contains(" INFO ") && line.contains("shutdown"),
+        "{line}"
+    );
     assert_eq!(
         redis.get(&lock_key("sigint")),
         None,

@@ -1,57 +1,69 @@
-//! The Kubernetes pod label that follows leadership, against a fake API
-//! server (tests/support/fake_kube.rs) reached through `kubernetes.api_url`.
-//! Each candidate gets POD_NAME / POD_NAMESPACE like the downward API would.
+//! The Kubernetes pod label that follows leadership, against a real
+//! kube-apiserver (tests/support/kube_real.rs) and real Pods (no kubelet:
+//! they stay Pending, which is all a label needs). The election itself uses
+//! a private `redis-server`. Each candidate runs as ServiceAccount `leaderd`
+//! with a Role and gets POD_NAME / POD_NAMESPACE like the downward API
+//! would; what it wrote, and when, is read from the API server's audit log.
 
-#[path = "support/fake_kube.rs"]
-mod fake_kube;
+#[path = "support/kube_real.rs"]
+mod kube_real;
 mod support;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fake_kube::FakeKube;
+use kube_real::{Namespace, PodWrite, control_plane, event_rules, pod_rules, rule};
 use support::*;
 
-const NS: &str = "demo";
 const KEY: &str = "leaderd.io/role";
 const ANNOTATION: &str = "leaderd.io/fencing-token";
+const SA: &str = "leaderd";
 
-/// Election config plus `pod_label` (selector `app=demo`) and `kubernetes`.
-fn label_cfg(name: &str, redis_url: &str, api_url: &str, follower: &str, extra: &str) -> String {
+/// A fresh namespace where ServiceAccount `leaderd` may do what the pod
+/// label does (and record Events); its kubeconfig.
+fn setup(test: &str) -> (Namespace, PathBuf) {
+    let ns = control_plane().namespace(test);
+    let mut rules = pod_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    (ns, kubeconfig)
+}
+
+/// Election config plus `pod_label` (selector `app=demo`).
+fn label_cfg(name: &str, redis_url: &str, follower: &str, extra: &str) -> String {
     format!(
-        "{}pod_label:\n  key: {KEY}\n  leader_value: leader\n  follower_value: \"{follower}\"\n  selector: \"app=demo\"\n  annotation: \"{ANNOTATION}\"\nkubernetes:\n  api_url: \"{api_url}\"\n{extra}",
+        "{}pod_label:\n  key: {KEY}\n  leader_value: leader\n  follower_value: \"{follower}\"\n  selector: \"app=demo\"\n  annotation: \"{ANNOTATION}\"\n{extra}",
         config(name, redis_url)
     )
 }
 
-/// A candidate running in pod `pod` of namespace `ns` (identity = pod name).
-fn start_in_pod(cfg: &str, pod: &str, ns: &str) -> Leaderd {
+/// A candidate running in pod `pod` (identity = pod name).
+fn start_in_pod(cfg: &str, pod: &str, ns: &Namespace, kubeconfig: &Path) -> Leaderd {
     Leaderd::builder(cfg)
         .identity(pod)
         .env("POD_NAME", pod)
-        .env("POD_NAMESPACE", ns)
+        .env("POD_NAMESPACE", ns.name())
+        .env("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))
         .start()
 }
 
-fn demo_pods(kube: &FakeKube, n: usize) -> Vec<String> {
+fn demo_pods(ns: &Namespace, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             let name = format!("pod-{i}");
-            kube.add_pod(NS, &name, &[("app", "demo")]);
+            ns.create_pod(&name, &[("app", "demo")]);
             name
         })
         .collect()
 }
 
-/// Candidate pods (app=demo) currently labelled leader.
-fn leader_pods(kube: &FakeKube) -> Vec<String> {
-    kube.pods_with(NS, KEY, "leader")
-        .into_iter()
-        .filter(|p| kube.label(NS, p, "app").as_deref() == Some("demo"))
-        .collect()
+/// Candidate pods (app=demo) currently labelled leader: what a Service
+/// with selector `app=demo, leaderd.io/role=leader` selects.
+fn leader_pods(ns: &Namespace) -> Vec<String> {
+    ns.select_pods(&format!("app=demo,{KEY}=leader"))
 }
 
 fn token_of(d: &Leaderd) -> u64 {
@@ -75,17 +87,17 @@ fn ns_since_epoch(t: SystemTime) -> u128 {
         .as_nanos()
 }
 
-/// Every PATCH was a merge patch and nothing was refused or unknown.
-fn assert_clean_requests(kube: &FakeKube) {
-    for r in kube.requests() {
-        if r.method == "PATCH" {
-            assert_eq!(
-                r.content_type.as_deref(),
-                Some("application/merge-patch+json"),
-                "{r:?}"
-            );
-        }
-        assert!(r.status < 400, "request refused:\n{}", kube.dump());
+/// Nothing leaderd sent was refused (4xx). A 5xx can only be the server's
+/// record of a request whose client went away (an Event sent as leaderd
+/// exits: the server answers 504 "context canceled" to nobody).
+fn assert_clean_requests(ns: &Namespace) {
+    let user = ns.user(SA);
+    for r in ns.requests().iter().filter(|r| r.user == user) {
+        assert!(
+            !(400..500).contains(&r.code),
+            "request refused: {r:?}\n{}",
+            ns.dump()
+        );
     }
 }
 
@@ -119,13 +131,20 @@ fn stamps(file: &Path) -> Vec<(String, String, u128)> {
         .collect()
 }
 
+/// The Events leaderd recorded on Pod `pod` (`reason: LeaderLabel`).
+fn label_events(ns: &Namespace, pod: &str) -> Vec<String> {
+    ns.events_for("Pod", pod, "LeaderLabel")
+        .into_iter()
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 #[test]
 fn pod_labels_follow_leadership_and_annotation_holds_the_token() {
-    let kube = FakeKube::start();
-    let pods = demo_pods(&kube, 3);
-    kube.add_pod(NS, "other", &[("app", "other"), (KEY, "leader")]);
-    let other_before = kube.pod(NS, "other").expect("other pod");
-    let initial_writes = kube.writes().len();
+    let (ns, kubeconfig) = setup("pl-follow");
+    let pods = demo_pods(&ns, 3);
+    ns.create_pod("other", &[("app", "other"), (KEY, "leader")]);
+    let other_before = ns.pod("other").expect("other pod");
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let stamps_file = dir.path().join("stamps");
@@ -133,13 +152,15 @@ fn pod_labels_follow_leadership_and_annotation_holds_the_token() {
     let cfg = label_cfg(
         "podlabel",
         &redis.url(),
-        &kube.url(),
         "follower",
         &format!(
             "hooks:\n  started_leading: {hook}\n  stopped_leading: {hook}\n  timeout: 250ms\n"
         ),
     );
-    let c: Vec<Leaderd> = pods.iter().map(|p| start_in_pod(&cfg, p, NS)).collect();
+    let c: Vec<Leaderd> = pods
+        .iter()
+        .map(|p| start_in_pod(&cfg, p, &ns, &kubeconfig))
+        .collect();
     let all: Vec<&Leaderd> = c.iter().collect();
     let l = wait_for_leader(&all, PATIENCE);
     let tl = token_of(&c[l]);
@@ -147,24 +168,27 @@ fn pod_labels_follow_leadership_and_annotation_holds_the_token() {
     let settled = |leader: usize, token: u64| {
         (0..pods.len()).all(|i| {
             let want = if i == leader { "leader" } else { "follower" };
-            kube.label(NS, &pods[i], KEY).as_deref() == Some(want)
-        }) && kube.annotation(NS, &pods[leader], ANNOTATION) == Some(token.to_string())
+            ns.label(&pods[i], KEY).as_deref() == Some(want)
+        }) && ns.annotation(&pods[leader], ANNOTATION) == Some(token.to_string())
     };
     wait_until(
         PATIENCE,
         "labels: one leader, two followers, token annotation",
         || settled(l, tl),
     );
+    // A Service selecting `app=demo, leaderd.io/role=leader` selects exactly
+    // the leader's pod.
+    assert_eq!(leader_pods(&ns), vec![pods[l].clone()]);
 
     // At start each candidate labelled its own pod follower, first.
-    let writes = kube.writes();
+    let writes: Vec<PodWrite> = ns.pod_writes().into_iter().filter(|w| !w.by_test).collect();
     for p in &pods {
-        let first = writes[initial_writes..]
+        let first = writes
             .iter()
             .find(|w| w.name == *p)
             .unwrap_or_else(|| panic!("no write to {p}"));
         assert_eq!(
-            first.labels.get(KEY).map(String::as_str),
+            first.label(KEY),
             Some("follower"),
             "first write to {p} (leader is {}): {first:?}",
             pods[l]
@@ -173,7 +197,7 @@ fn pod_labels_follow_leadership_and_annotation_holds_the_token() {
     // Gain: label before the started_leading hook.
     let promoted = writes
         .iter()
-        .find(|w| w.name == pods[l] && w.labels.get(KEY).map(String::as_str) == Some("leader"))
+        .find(|w| w.name == pods[l] && w.label(KEY) == Some("leader"))
         .expect("promotion write");
     let started = wait_for(PATIENCE, "started_leading hook ran", || {
         stamps(&stamps_file)
@@ -184,16 +208,30 @@ fn pod_labels_follow_leadership_and_annotation_holds_the_token() {
         ns_since_epoch(promoted.wall) < started.2,
         "started_leading ran before the pod was labelled leader"
     );
+    // An Event on the leader's pod says so (none at start for followers).
+    let events = wait_for(PATIENCE, "an Event on the leader's pod", || {
+        let events = label_events(&ns, &pods[l]);
+        (!events.is_empty()).then_some(events)
+    });
+    assert_eq!(
+        events,
+        vec![format!("labelled {KEY}=leader (fencing token {tl})")]
+    );
+    for (i, p) in pods.iter().enumerate() {
+        if i != l {
+            assert!(label_events(&ns, p).is_empty(), "{p}: {:?}", ns.events());
+        }
+    }
     // Pods outside the selector are never touched.
-    assert_eq!(kube.pod(NS, "other"), Some(other_before.clone()));
-    assert_clean_requests(&kube);
+    assert_eq!(ns.pod("other"), Some(other_before.clone()));
+    assert_clean_requests(&ns);
 
     // Graceful handover.
     c[l].signal("TERM");
     let mut polls_with_two = 0;
     let deadline = Instant::now() + PATIENCE;
     let (n, tn) = loop {
-        if leader_pods(&kube).len() > 1 {
+        if leader_pods(&ns).len() > 1 {
             polls_with_two += 1;
         }
         let others: Vec<&Leaderd> = c
@@ -214,10 +252,8 @@ fn pod_labels_follow_leadership_and_annotation_holds_the_token() {
         assert!(
             Instant::now() < deadline,
             "labels did not settle after the handover: {:?}\n{}",
-            pods.iter()
-                .map(|p| (p, kube.labels(NS, p)))
-                .collect::<Vec<_>>(),
-            kube.dump()
+            pods.iter().map(|p| (p, ns.labels(p))).collect::<Vec<_>>(),
+            ns.dump()
         );
         thread::sleep(Duration::from_millis(10));
     };
@@ -228,20 +264,20 @@ fn pod_labels_follow_leadership_and_annotation_holds_the_token() {
     );
     assert!(tn > tl);
     assert_eq!(
-        kube.label(NS, &pods[l], KEY).as_deref(),
+        ns.label(&pods[l], KEY).as_deref(),
         Some("follower"),
         "old leader's pod"
     );
     for _ in 0..20 {
-        assert_eq!(leader_pods(&kube), vec![pods[n].clone()]);
+        assert_eq!(leader_pods(&ns), vec![pods[n].clone()]);
         thread::sleep(Duration::from_millis(25));
     }
     // Loss: the old leader's label went to follower before its
     // stopped_leading hook ran.
-    let demoted = kube
-        .writes()
+    let demoted = ns
+        .pod_writes()
         .into_iter()
-        .rfind(|w| w.name == pods[l] && w.labels.get(KEY).map(String::as_str) == Some("follower"))
+        .rfind(|w| w.name == pods[l] && w.label(KEY) == Some("follower"))
         .expect("demotion write");
     let stopped = stamps(&stamps_file)
         .into_iter()
@@ -251,14 +287,32 @@ fn pod_labels_follow_leadership_and_annotation_holds_the_token() {
         ns_since_epoch(demoted.wall) < stopped.2,
         "stopped_leading ran before the pod label was demoted"
     );
-    assert_eq!(kube.pod(NS, "other"), Some(other_before));
-    assert_clean_requests(&kube);
+    // The new leader's gain has its Event too. (The old leader's loss
+    // Event is sent as it exits: best effort, not checked here; the loss
+    // test below checks it.)
+    wait_until(PATIENCE, "an Event for the gain", || {
+        !label_events(&ns, &pods[n]).is_empty()
+    });
+    assert_eq!(
+        label_events(&ns, &pods[n]),
+        vec![format!("labelled {KEY}=leader (fencing token {tn})")]
+    );
+    let event = &ns.events_for("Pod", &pods[n], "LeaderLabel")[0];
+    assert_eq!(event["source"]["component"], "leaderd", "{event}");
+    assert_eq!(event["involvedObject"]["apiVersion"], "v1", "{event}");
+    assert_eq!(
+        event["involvedObject"]["uid"],
+        ns.pod(&pods[n]).expect("pod")["metadata"]["uid"],
+        "{event}"
+    );
+    assert_eq!(ns.pod("other"), Some(other_before));
+    assert_clean_requests(&ns);
 }
 
 #[test]
 fn loss_demotes_the_label_before_the_leader_process_is_stopped() {
-    let kube = FakeKube::start();
-    kube.add_pod(NS, "pod-0", &[("app", "demo")]);
+    let (ns, kubeconfig) = setup("pl-loss");
+    ns.create_pod("pod-0", &[("app", "demo")]);
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("stamps");
@@ -275,23 +329,21 @@ fn loss_demotes_the_label_before_the_leader_process_is_stopped() {
     let cfg = label_cfg(
         "labelloss",
         &redis.url(),
-        &kube.url(),
         "follower",
         &format!(
             "leader_process:\n  command: [\"sh\", \"{}\"]\n  grace_period: 100ms\n",
             script.display()
         ),
     );
-    let a = start_in_pod(&cfg, "pod-0", NS);
+    let a = start_in_pod(&cfg, "pod-0", &ns, &kubeconfig);
     wait_until(PATIENCE, "pod-0 leads", || a.is_leading());
     let start = wait_for(PATIENCE, "the leader process started", || {
         stamps(&file).into_iter().find(|(e, _, _)| e == "start")
     });
-    let is = |w: &fake_kube::Write, v: &str| w.labels.get(KEY).map(String::as_str) == Some(v);
-    let promoted = kube
-        .writes()
+    let promoted = ns
+        .pod_writes()
         .into_iter()
-        .find(|w| is(w, "leader"))
+        .find(|w| !w.by_test && w.label(KEY) == Some("leader"))
         .expect("pod-0 labelled leader");
     assert!(
         ns_since_epoch(promoted.wall) < start.2,
@@ -306,10 +358,9 @@ fn loss_demotes_the_label_before_the_leader_process_is_stopped() {
         stamps(&file).into_iter().find(|(e, _, _)| e == "term")
     });
     let demoted = wait_for(PATIENCE, "pod-0 labelled follower", || {
-        let writes = kube.writes();
-        writes
-            .into_iter()
-            .rfind(|w| is(w, "follower") && w.at > promoted.at)
+        ns.pod_writes().into_iter().rfind(|w| {
+            w.label(KEY) == Some("follower") && w.resource_version > promoted.resource_version
+        })
     });
     let ms = |ns: u128| (ns.saturating_sub(ns_since_epoch(frozen))) / 1_000_000;
     eprintln!(
@@ -325,70 +376,168 @@ fn loss_demotes_the_label_before_the_leader_process_is_stopped() {
         ms(ns_since_epoch(demoted.wall)) < LEASE.as_millis(),
         "label still leader when the lease may have expired"
     );
+    let token = ns
+        .annotation("pod-0", ANNOTATION)
+        .expect("token annotation");
+    wait_until(PATIENCE, "Events for the gain and the loss", || {
+        label_events(&ns, "pod-0")
+            == vec![
+                format!("labelled {KEY}=leader (fencing token {token})"),
+                format!("labelled {KEY}=follower"),
+            ]
+    });
 }
 
+/// A crashed leader's pod keeps its leader label (nobody is left to remove
+/// it): the next leader demotes it, after labelling itself, with a patch
+/// that carries the resourceVersion it listed (a compare-and-swap), and
+/// says so in an Event on that pod.
 #[test]
 fn stale_leader_label_of_a_crashed_candidate_is_demoted_on_gain() {
-    let kube = FakeKube::start();
-    kube.add_pod(NS, "pod-0", &[("app", "demo"), (KEY, "leader")]);
-    kube.add_pod(NS, "pod-1", &[("app", "demo")]);
-    kube.add_pod(NS, "pod-2", &[("app", "demo")]);
-    kube.add_pod(NS, "other", &[("app", "other"), (KEY, "leader")]);
+    let (ns, kubeconfig) = setup("pl-stale");
+    ns.create_pod("pod-0", &[("app", "demo"), (KEY, "leader")]);
+    ns.create_pod("pod-1", &[("app", "demo")]);
+    ns.create_pod("pod-2", &[("app", "demo")]);
+    ns.create_pod("other", &[("app", "other"), (KEY, "leader")]);
     let redis = RedisServer::start();
-    let cfg = label_cfg("stale", &redis.url(), &kube.url(), "follower", "");
+    let cfg = label_cfg("stale", &redis.url(), "follower", "");
     let c = [
-        start_in_pod(&cfg, "pod-1", NS),
-        start_in_pod(&cfg, "pod-2", NS),
+        start_in_pod(&cfg, "pod-1", &ns, &kubeconfig),
+        start_in_pod(&cfg, "pod-2", &ns, &kubeconfig),
     ];
     let all: Vec<&Leaderd> = c.iter().collect();
     let l = wait_for_leader(&all, PATIENCE);
     let leader_pod = c[l].identity().to_string();
     wait_until(PATIENCE, "the stale label is demoted", || {
-        kube.label(NS, "pod-0", KEY).as_deref() == Some("follower")
-            && leader_pods(&kube) == vec![leader_pod.clone()]
+        ns.label("pod-0", KEY).as_deref() == Some("follower")
+            && leader_pods(&ns) == vec![leader_pod.clone()]
     });
     assert_eq!(
-        kube.label(NS, "other", KEY).as_deref(),
+        ns.label("other", KEY).as_deref(),
         Some("leader"),
         "a pod outside the selector was demoted"
     );
-    let listed = kube
-        .requests()
-        .iter()
-        .any(|r| r.method == "GET" && r.path.contains("labelSelector=") && r.path.contains("app"));
-    assert!(listed, "no LIST with a label selector:\n{}", kube.dump());
+    let user = ns.user(SA);
+    let listed = ns.requests().iter().any(|r| {
+        r.user == user
+            && r.verb == "list"
+            && r.uri.contains("labelSelector=")
+            && r.uri.contains("app")
+    });
+    assert!(listed, "no LIST with a label selector:\n{}", ns.dump());
     // Own label first, then the others (contract order on gain).
-    let writes = kube.writes();
+    let writes = ns.pod_writes();
     let promoted = writes
         .iter()
-        .position(|w| {
-            w.name == leader_pod && w.labels.get(KEY).map(String::as_str) == Some("leader")
-        })
+        .position(|w| w.name == leader_pod && w.label(KEY) == Some("leader"))
         .expect("promotion");
     let demoted = writes
         .iter()
-        .position(|w| {
-            w.name == "pod-0" && w.labels.get(KEY).map(String::as_str) == Some("follower")
-        })
+        .position(|w| w.name == "pod-0" && w.label(KEY) == Some("follower"))
         .expect("demotion");
     assert!(
         demoted > promoted,
         "stale label demoted before own promotion"
     );
-    assert_clean_requests(&kube);
+    // The demotion was conditional on the resourceVersion listed.
+    let created_rv = writes
+        .iter()
+        .find(|w| w.name == "pod-0" && w.verb == "create")
+        .expect("pod-0 created")
+        .resource_version;
+    let sent = writes[demoted].sent.clone().expect("patch body audited");
+    assert_eq!(
+        sent["metadata"]["resourceVersion"],
+        created_rv.to_string(),
+        "the demotion must carry the listed resourceVersion: {sent}"
+    );
+    wait_until(PATIENCE, "an Event on the demoted pod", || {
+        label_events(&ns, "pod-0")
+            == vec![format!(
+                "demoted a stale leader label ({leader_pod} is the leader now)"
+            )]
+    });
+    assert_clean_requests(&ns);
+}
+
+/// The demotion of a stale leader label is a compare-and-swap on the
+/// resourceVersion the leader listed: the real API server refuses a merge
+/// patch with a stale one (409), and a demotion that failed is retried
+/// with a fresh LIST, so it never acts on what it saw before a change.
+#[test]
+fn stale_label_demotion_uses_the_resource_version_it_listed() {
+    let (ns, kubeconfig) = setup("pl-cas");
+    ns.create_pod("pod-0", &[("app", "demo")]);
+    let created = ns.create_pod("stale", &[("app", "demo"), (KEY, "leader")]);
+    // What makes the patch a compare-and-swap, on this API server.
+    let listed_rv = created["metadata"]["resourceVersion"].clone();
+    ns.set_labels("stale", &[("touched", Some("before"))]);
+    let refused = ns.try_merge_patch_pod(
+        "stale",
+        serde_json::json!({"metadata": {"resourceVersion": listed_rv, "labels": {KEY: "follower"}}}),
+    );
+    assert_eq!(
+        refused.err(),
+        Some(409),
+        "a stale resourceVersion must be refused"
+    );
+    let redis = RedisServer::start();
+    let cfg = label_cfg("cas", &redis.url(), "follower", "");
+    // Slow the leader down between its LIST and its PATCH: the Role lacks
+    // `patch` for a moment, so the demotion fails and is retried; the test
+    // relabels `stale` meanwhile (a new resourceVersion).
+    ns.set_role(
+        SA,
+        vec![
+            rule("", "pods", &["list"], &[]),
+            rule("", "pods", &["patch"], &["pod-0"]),
+            rule("", "events", &["create"], &[]),
+        ],
+    );
+    ns.wait_authorized(SA, "patch", "", "pods", false);
+    let a = start_in_pod(&cfg, "pod-0", &ns, &kubeconfig);
+    wait_until(PATIENCE, "pod-0 leads and is labelled", || {
+        a.is_leading() && ns.label("pod-0", KEY).as_deref() == Some("leader")
+    });
+    wait_until(PATIENCE, "the demotion of stale is refused (403)", || {
+        label_updates(&a, "forbidden") >= 1.0
+    });
+    // Another writer changes `stale` (it stays labelled leader).
+    ns.set_labels("stale", &[("touched", Some("yes"))]);
+    let mut rules = pod_rules();
+    rules.extend(event_rules());
+    ns.set_role(SA, rules);
+    wait_until(PATIENCE, "stale demoted after the retry", || {
+        ns.label("stale", KEY).as_deref() == Some("follower")
+    });
+    assert_eq!(ns.label("stale", "touched").as_deref(), Some("yes"));
+    // The retry listed again and sent the current resourceVersion.
+    let writes = ns.pod_writes();
+    let touched = writes
+        .iter()
+        .rfind(|w| w.name == "stale" && w.by_test)
+        .expect("the test's write");
+    let demotion = writes
+        .iter()
+        .rfind(|w| w.name == "stale" && !w.by_test)
+        .expect("the demotion");
+    assert_eq!(
+        demotion.sent.as_ref().expect("sent")["metadata"]["resourceVersion"],
+        touched.resource_version.to_string()
+    );
 }
 
 #[test]
 fn empty_follower_value_removes_the_label() {
-    let kube = FakeKube::start();
+    let (ns, kubeconfig) = setup("pl-nofollower");
     for p in ["pod-0", "pod-1"] {
-        kube.add_pod(NS, p, &[("app", "demo"), (KEY, "follower")]);
+        ns.create_pod(p, &[("app", "demo"), (KEY, "follower")]);
     }
     let redis = RedisServer::start();
-    let cfg = label_cfg("nofollower", &redis.url(), &kube.url(), "", "");
+    let cfg = label_cfg("nofollower", &redis.url(), "", "");
     let c = [
-        start_in_pod(&cfg, "pod-0", NS),
-        start_in_pod(&cfg, "pod-1", NS),
+        start_in_pod(&cfg, "pod-0", &ns, &kubeconfig),
+        start_in_pod(&cfg, "pod-1", &ns, &kubeconfig),
     ];
     let all: Vec<&Leaderd> = c.iter().collect();
     let l = wait_for_leader(&all, PATIENCE);
@@ -397,43 +546,50 @@ fn empty_follower_value_removes_the_label() {
     wait_until(
         PATIENCE,
         "leader labelled, follower's label removed",
-        || {
-            kube.label(NS, lp, KEY).as_deref() == Some("leader")
-                && !kube.labels(NS, fp).contains_key(KEY)
-        },
+        || ns.label(lp, KEY).as_deref() == Some("leader") && !ns.labels(fp).contains_key(KEY),
     );
     assert_eq!(
-        kube.label(NS, fp, "app").as_deref(),
+        ns.label(fp, "app").as_deref(),
         Some("demo"),
         "other labels kept"
     );
+    let user = ns.user(SA);
     assert!(
-        kube.requests()
-            .iter()
-            .any(|r| r.method == "PATCH" && r.body.contains("null")),
+        ns.requests().iter().any(|r| r.user == user
+            && r.verb == "patch"
+            && r.request
+                .as_ref()
+                .is_some_and(|b| b["metadata"]["labels"][KEY].is_null())),
         "no merge patch deleting the label:\n{}",
-        kube.dump()
+        ns.dump()
     );
 
     c[l].signal("TERM");
     assert_eq!(c[l].wait_exit(PATIENCE), Some(0));
     wait_until(PATIENCE, "the other candidate leads", || c[f].is_leading());
     wait_until(PATIENCE, "labels after handover", || {
-        kube.label(NS, fp, KEY).as_deref() == Some("leader")
-            && !kube.labels(NS, lp).contains_key(KEY)
+        ns.label(fp, KEY).as_deref() == Some("leader") && !ns.labels(lp).contains_key(KEY)
     });
-    assert_clean_requests(&kube);
+    assert_clean_requests(&ns);
 }
 
+/// A real 403 (the Role lacks `patch`): counted, logged naming verb,
+/// resource and namespace, and the election goes on.
 #[test]
 fn forbidden_patch_is_counted_and_logged_and_election_goes_on() {
-    let ns = "team-x";
-    let kube = FakeKube::start();
-    kube.add_pod(ns, "pod-0", &[("app", "demo")]);
-    kube.forbid("patch", true);
+    let (ns, kubeconfig) = setup("pl-forbidden");
+    ns.create_pod("pod-0", &[("app", "demo")]);
+    ns.set_role(
+        SA,
+        vec![
+            rule("", "pods", &["list"], &[]),
+            rule("", "events", &["create"], &[]),
+        ],
+    );
+    ns.wait_authorized(SA, "patch", "", "pods", false);
     let redis = RedisServer::start();
-    let cfg = label_cfg("forbidden", &redis.url(), &kube.url(), "follower", "");
-    let a = start_in_pod(&cfg, "pod-0", ns);
+    let cfg = label_cfg("forbidden", &redis.url(), "follower", "");
+    let a = start_in_pod(&cfg, "pod-0", &ns, &kubeconfig);
     wait_until(PATIENCE, "pod-0 leads", || a.is_leading());
     wait_until(PATIENCE, "a 403 is counted as forbidden", || {
         label_updates(&a, "forbidden") >= 1.0
@@ -443,8 +599,9 @@ fn forbidden_patch_is_counted_and_logged_and_election_goes_on() {
         log.lines().any(|l| l.contains("ERROR")
             && l.contains("patch")
             && l.contains("pods")
-            && l.contains(ns)),
-        "no error line naming verb (patch), resource (pods) and namespace ({ns}):\n{log}"
+            && l.contains(ns.name())),
+        "no error line naming verb (patch), resource (pods) and namespace ({}):\n{log}",
+        ns.name()
     );
     // Two more leases of 403s, and the term goes on (counted, not probed:
     // a probe that times out on a busy machine says nothing about the term).
@@ -455,17 +612,19 @@ fn forbidden_patch_is_counted_and_logged_and_election_goes_on() {
         "a forbidden label update cost the leadership"
     );
     assert!(a.is_leading() || a.leader_code().is_none());
-    assert_eq!(kube.labels(ns, "pod-0").get(KEY), None);
+    assert_eq!(ns.labels("pod-0").get(KEY), None);
 
     // Permission granted: the retries get through.
-    kube.forbid("patch", false);
+    let mut rules = pod_rules();
+    rules.extend(event_rules());
+    ns.set_role(SA, rules);
     let allowed = Instant::now();
     let deadline = allowed + PATIENCE;
-    while kube.label(ns, "pod-0", KEY).as_deref() != Some("leader") {
+    while ns.label("pod-0", KEY).as_deref() != Some("leader") {
         assert!(
             Instant::now() < deadline,
             "label not set {PATIENCE:?} after patch was allowed again; requests:\n{}",
-            kube.dump()
+            ns.dump()
         );
         thread::sleep(Duration::from_millis(15));
     }
@@ -478,15 +637,22 @@ fn loss_while_label_updates_are_being_retried_still_demotes_the_label() {
     // LIST is forbidden: on gain our own label is set, then demoting stale
     // labels fails and is retried with backoff. A loss during that backoff
     // must still bring our own label to follower.
-    let kube = FakeKube::start();
-    kube.add_pod(NS, "pod-0", &[("app", "demo")]);
-    kube.forbid("list", true);
+    let (ns, kubeconfig) = setup("pl-retryloss");
+    ns.create_pod("pod-0", &[("app", "demo")]);
+    ns.set_role(
+        SA,
+        vec![
+            rule("", "pods", &["patch"], &[]),
+            rule("", "events", &["create"], &[]),
+        ],
+    );
+    ns.wait_authorized(SA, "list", "", "pods", false);
     let redis = RedisServer::start();
-    let cfg = label_cfg("retryloss", &redis.url(), &kube.url(), "follower", "");
-    let a = start_in_pod(&cfg, "pod-0", NS);
+    let cfg = label_cfg("retryloss", &redis.url(), "follower", "");
+    let a = start_in_pod(&cfg, "pod-0", &ns, &kubeconfig);
     wait_until(PATIENCE, "pod-0 leads", || a.is_leading());
     wait_until(PATIENCE, "pod-0 labelled leader", || {
-        kube.label(NS, "pod-0", KEY).as_deref() == Some("leader")
+        ns.label("pod-0", KEY).as_deref() == Some("leader")
     });
     wait_until(PATIENCE, "the forbidden LIST is counted", || {
         label_updates(&a, "forbidden") >= 1.0
@@ -500,13 +666,13 @@ fn loss_while_label_updates_are_being_retried_still_demotes_the_label() {
         a.leader_code() == Some(503)
     });
     let deadline = frozen + LEASE * 2;
-    while kube.label(NS, "pod-0", KEY).as_deref() != Some("follower") {
+    while ns.label("pod-0", KEY).as_deref() != Some("follower") {
         assert!(
             Instant::now() < deadline,
             "pod-0 stepped down (Redis frozen) but its label is still {:?} {:?} after the freeze; requests:\n{}",
-            kube.label(NS, "pod-0", KEY),
+            ns.label("pod-0", KEY),
             frozen.elapsed(),
-            kube.dump()
+            ns.dump()
         );
         thread::sleep(Duration::from_millis(15));
     }
@@ -514,7 +680,7 @@ fn loss_while_label_updates_are_being_retried_still_demotes_the_label() {
     redis.thaw();
     wait_until(PATIENCE, "pod-0 leads again", || a.is_leading());
     wait_until(PATIENCE, "pod-0 labelled leader again", || {
-        kube.label(NS, "pod-0", KEY).as_deref() == Some("leader")
+        ns.label("pod-0", KEY).as_deref() == Some("leader")
     });
 }
 
@@ -556,13 +722,8 @@ fn run_with_env(cfg: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
 
 #[test]
 fn pod_label_needs_pod_name_and_pod_namespace() {
-    let cfg = label_cfg(
-        "podenv",
-        "redis://127.0.0.1:1",
-        "http://127.0.0.1:1",
-        "follower",
-        "",
-    );
+    let cfg = label_cfg("podenv", "redis://127.0.0.1:1", "follower", "")
+        + "kubernetes:\n  api_url: \"http://127.0.0.1:1\"\n";
     for (env, missing) in [
         (vec![("POD_NAMESPACE", "demo")], "POD_NAME"),
         (vec![("POD_NAME", "pod-0")], "POD_NAMESPACE"),
@@ -576,160 +737,4 @@ fn pod_label_needs_pod_name_and_pod_namespace() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
-}
-
-// ---------------------------------------------------------------------------
-// The fake itself (so a failure above is about leaderd, not the fake)
-// ---------------------------------------------------------------------------
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn call(method: &str, url: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
-    let a = agent();
-    let resp = match method {
-        "GET" => a.get(url).call(),
-        "PATCH" => a.patch(url).header("Content-Type", content_type).send(body),
-        "DELETE" => a.delete(url).call(),
-        other => panic!("method {other}"),
-    };
-    let mut resp = resp.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let code = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().expect("body");
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-    )
-}
-
-#[test]
-fn fake_kube_enforces_the_api_rules_leaderd_relies_on() {
-    let kube = FakeKube::start();
-    kube.add_pod("ns", "p1", &[("app", "x"), ("role", "leader")]);
-    kube.add_pod("ns", "p2", &[("app", "x")]);
-    kube.add_pod("ns", "p3", &[("app", "y")]);
-    kube.add_pod("elsewhere", "p4", &[("app", "x")]);
-    let pods = format!("{}/api/v1/namespaces/ns/pods", kube.url());
-    let merge = "application/merge-patch+json";
-
-    let (code, body) = call("GET", &format!("{pods}/nope"), "", "");
-    assert_eq!(code, 404);
-    assert_eq!(body["kind"], "Status");
-    assert_eq!(body["reason"], "NotFound");
-    assert_eq!(body["code"], 404);
-    let (code, p1) = call("GET", &format!("{pods}/p1"), "", "");
-    assert_eq!(code, 200);
-    let rv0 = p1["metadata"]["resourceVersion"]
-        .as_str()
-        .expect("rv")
-        .to_string();
-
-    // Merge patch: set, delete with null, other keys kept, rv bumped.
-    let (code, p1) = call(
-        "PATCH",
-        &format!("{pods}/p1"),
-        merge,
-        r#"{"metadata":{"labels":{"role":null,"new":"v"},"annotations":{"t":"5"}}}"#,
-    );
-    assert_eq!(code, 200, "{p1}");
-    assert_eq!(
-        p1["metadata"]["labels"],
-        serde_json::json!({"app": "x", "new": "v"})
-    );
-    assert_ne!(p1["metadata"]["resourceVersion"], rv0.as_str());
-    assert_eq!(kube.annotation("ns", "p1", "t").as_deref(), Some("5"));
-    // Stale resourceVersion -> 409; current one -> ok.
-    let stale = format!(r#"{{"metadata":{{"resourceVersion":"{rv0}","labels":{{"a":"b"}}}}}}"#);
-    let (code, body) = call("PATCH", &format!("{pods}/p1"), merge, &stale);
-    assert_eq!(
-        (code, body["reason"].as_str()),
-        (409, Some("Conflict")),
-        "{body}"
-    );
-    let rv1 = p1["metadata"]["resourceVersion"].as_str().expect("rv");
-    let fresh = format!(r#"{{"metadata":{{"resourceVersion":"{rv1}","labels":{{"a":"b"}}}}}}"#);
-    assert_eq!(call("PATCH", &format!("{pods}/p1"), merge, &fresh).0, 200);
-    // Non-string or invalid label values are refused.
-    let (code, _) = call(
-        "PATCH",
-        &format!("{pods}/p1"),
-        merge,
-        r#"{"metadata":{"labels":{"n":5}}}"#,
-    );
-    assert_eq!(code, 400);
-    let (code, _) = call(
-        "PATCH",
-        &format!("{pods}/p1"),
-        merge,
-        r#"{"metadata":{"labels":{"n":"-x"}}}"#,
-    );
-    assert_eq!(code, 422);
-    // Other patch types.
-    for ct in [
-        "application/strategic-merge-patch+json",
-        "application/apply-patch+yaml",
-        "application/json",
-    ] {
-        let (code, body) = call("PATCH", &format!("{pods}/p1"), ct, "{}");
-        assert_eq!(code, 415, "{ct}: {body}");
-    }
-    assert_eq!(call("PATCH", &format!("{pods}/nope"), merge, "{}").0, 404);
-
-    // Label selectors.
-    let names = |sel: &str| -> Vec<String> {
-        let (code, list) = call("GET", &format!("{pods}?labelSelector={sel}"), "", "");
-        assert_eq!(code, 200, "{sel}: {list}");
-        assert_eq!(list["kind"], "PodList");
-        assert!(list["metadata"]["resourceVersion"].is_string());
-        list["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|p| p["metadata"]["name"].as_str().expect("name").to_string())
-            .collect()
-    };
-    assert_eq!(names(""), ["p1", "p2", "p3"]);
-    assert_eq!(names("app%3Dx"), ["p1", "p2"]);
-    assert_eq!(names("app%3Dx%2Cnew%3Dv"), ["p1"]);
-    assert_eq!(names("app!%3Dx"), ["p3"]);
-    assert_eq!(names("new"), ["p1"]);
-    assert_eq!(names("!new"), ["p2", "p3"]);
-    assert_eq!(names("app%20in%20(x%2Cy)%2C!new"), ["p2", "p3"]);
-
-    // 403 per verb, worded like the API server.
-    kube.forbid("patch", true);
-    let (code, body) = call("PATCH", &format!("{pods}/p2"), merge, "{}");
-    assert_eq!(code, 403);
-    assert_eq!(body["reason"], "Forbidden");
-    assert_eq!(
-        body["message"],
-        "pods \"p2\" is forbidden: User \"system:serviceaccount:ns:leaderd\" cannot patch resource \"pods\" in API group \"\" in the namespace \"ns\""
-    );
-    assert_eq!(call("GET", &format!("{pods}/p2"), "", "").0, 200);
-    kube.forbid("patch", false);
-    kube.forbid("list", true);
-    assert_eq!(call("GET", &pods, "", "").0, 403);
-    kube.forbid("list", false);
-
-    // Unknown paths and methods are answered and logged.
-    assert_eq!(
-        call("GET", &format!("{}/version", kube.url()), "", "").0,
-        404
-    );
-    assert_eq!(call("DELETE", &format!("{pods}/p2"), "", "").0, 405);
-    let log = kube.requests();
-    assert!(log.iter().any(|r| r.path == "/version" && r.status == 404));
-    let patch = log.iter().find(|r| r.method == "PATCH").expect("logged");
-    assert_eq!(patch.content_type.as_deref(), Some(merge));
-    assert!(patch.body.contains("null"));
-    assert_eq!(
-        kube.labels("elsewhere", "p4")
-            .get("app")
-            .map(String::as_str),
-        Some("x")
-    );
 }

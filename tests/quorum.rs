@@ -433,9 +433,14 @@ fn node_restarted_empty_rejoins_through_renewals() {
     let c = start_candidates(&cluster.config(name), "qr", 3);
     let l = wait_for_leader(&refs(&c), PATIENCE);
     let token = token_of(&c[l]);
-    let value = cluster.lock_on(0, name).expect("lock on node 0");
-    assert_eq!(cluster.lock_on(1, name).as_ref(), Some(&value));
-    assert_eq!(cluster.lock_on(2, name).as_ref(), Some(&value));
+    // A master still in its first-start quarantine may have refused the
+    // grant; the renewals restore the key there.
+    let value = wait_for(PATIENCE, "the lease on all three nodes", || {
+        let value = cluster.lock_on(0, name)?;
+        (cluster.lock_on(1, name).as_ref() == Some(&value)
+            && cluster.lock_on(2, name).as_ref() == Some(&value))
+        .then_some(value)
+    });
 
     cluster.restart_empty(1);
     assert_eq!(cluster.lock_on(1, name), None);

@@ -18,7 +18,15 @@ const LOCK: &str = "leaderd:{s}:lock";
 const FENCE: &str = "leaderd:{s}:fence";
 const RELEASED: &str = "leaderd:{s}:released";
 const QUARANTINE: &str = "leaderd:{s}:quarantine";
+const MEMBERS: &str = "leaderd:{s}:members";
+const SEEN: &str = "leaderd:{s}:seen";
+const PREFERRED: &str = "leaderd:{s}:preferred";
+const SWITCHOVER: &str = "leaderd:{s}:switchover";
+const HANDOFF: &str = "leaderd:{s}:handoff";
+const VACANT: &str = "leaderd:{s}:vacant";
 const CHANNEL: &str = "leaderd:{s}:events";
+
+const PRESENCE: &str = r#"{"identity":"node-1","url":null,"version":"t","priority":0,"healthy":true,"started_at":"2026-12-02T00:00:00Z"}"#;
 
 fn run(redis: &RedisServer, script: &str, keys: &[&str], args: &[&str]) -> Value {
     let client = redis::Client::open(redis.url()).expect("client");
@@ -53,35 +61,69 @@ fn now_us(redis: &RedisServer) -> u64 {
 }
 
 fn acquire(redis: &RedisServer, floor: u64) -> Value {
+    let args = serde_json::json!({
+        "identity": "node-1",
+        "term": "0123456789abcdef0123456789abcdef",
+        "lease_ms": 1000,
+        "floor": floor,
+        "acquired_at": "2026-12-02T00:00:00.000Z",
+        "channel": CHANNEL,
+        "guard": 0,
+        "announce": true,
+        "presence": PRESENCE,
+        "member_ttl_ms": 1000,
+        "priority": 0,
+        "holdback_ms": 0,
+    });
     run(
         redis,
         ACQUIRE,
-        &[LOCK, FENCE, RELEASED, QUARANTINE],
         &[
-            "node-1",
-            "0123456789abcdef0123456789abcdef",
-            "1000",
-            &floor.to_string(),
-            "2026-12-02T00:00:00.000Z",
-            CHANNEL,
-            "0",
-            "1",
+            LOCK, FENCE, RELEASED, QUARANTINE, MEMBERS, SEEN, PREFERRED, HANDOFF, VACANT,
         ],
+        &[&args.to_string()],
     )
 }
 
 fn renew(redis: &RedisServer, value: &str, restore: bool, token: u64, deadline_us: u64) -> Value {
+    let args = serde_json::json!({
+        "value": value,
+        "lease_ms": 1000,
+        "token": token,
+        "restore": restore,
+        "deadline_us": deadline_us,
+        "identity": "node-1",
+        "presence": PRESENCE,
+        "priority": 0,
+        "member_ttl_ms": 1000,
+    });
     run(
         redis,
         RENEW,
-        &[LOCK, FENCE, RELEASED],
+        &[LOCK, FENCE, RELEASED, MEMBERS, SEEN, PREFERRED, SWITCHOVER],
+        &[&args.to_string()],
+    )
+}
+
+/// release.lua with `value` (and `also`), `notice` ('' = an undo).
+fn release(redis: &RedisServer, value: &str, also: &str, notice: &str, token: u64) -> Value {
+    let args = serde_json::json!({
+        "value": value,
+        "also": also,
+        "token": token,
+        "channel": CHANNEL,
+        "notice": notice,
+        "handoff": "",
+        "lease_ms": 1000,
+        "leave": "",
+    });
+    run(
+        redis,
+        RELEASE,
         &[
-            value,
-            "1000",
-            if restore { "1" } else { "0" },
-            &token.to_string(),
-            &deadline_us.to_string(),
+            LOCK, RELEASED, HANDOFF, SWITCHOVER, VACANT, MEMBERS, SEEN, PREFERRED,
         ],
+        &[&args.to_string()],
     )
 }
 
@@ -134,12 +176,7 @@ fn undoing_a_partial_seal_frees_a_server_that_holds_the_sealed_value() {
         1
     );
     // The undo knows the grant it got and the sealed form it sent.
-    let undone = run(
-        &redis,
-        RELEASE,
-        &[LOCK, RELEASED],
-        &[&value, CHANNEL, "", "7", &sealed],
-    );
+    let undone = release(&redis, &value, &sealed, "", 7);
     assert_eq!(code(&undone), 1);
     assert_eq!(redis.get(LOCK), None, "the sealed key survived the undo");
 }
@@ -168,12 +205,7 @@ fn a_renewal_never_restores_a_term_released_on_that_server() {
     redis.cmd(&["SET", FENCE, "7"]);
     // The release reached this server before the (delayed) renewal.
     assert_eq!(
-        code(&run(
-            &redis,
-            RELEASE,
-            &[LOCK, RELEASED],
-            &[VALUE, CHANNEL, "released 7", "7", ""],
-        )),
+        code(&release(&redis, VALUE, "", "released 7", 7)),
         0,
         "nothing of ours was there"
     );
@@ -221,12 +253,7 @@ fn a_release_leaves_a_foreign_released_marker_alone() {
     let redis = RedisServer::start();
     redis.cmd(&["SET", LOCK, VALUE, "PX", "1000"]);
     redis.cmd(&["SET", RELEASED, "operator's note"]);
-    let reply = run(
-        &redis,
-        RELEASE,
-        &[LOCK, RELEASED],
-        &[VALUE, CHANNEL, "released 7", "7", ""],
-    );
+    let reply = release(&redis, VALUE, "", "released 7", 7);
     assert_eq!(code(&reply), 2);
     assert_eq!(redis.get(LOCK), None, "our lease was not released");
     assert_eq!(redis.get(RELEASED).as_deref(), Some("operator's note"));

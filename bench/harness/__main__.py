@@ -22,6 +22,7 @@ from .tools import (
     BENCH,
     Leaderd,
     LeaderdKube,
+    LeaderdKubeReal,
     NodeRedlock,
     PotteryRedlock,
     PythonRedisLock,
@@ -146,6 +147,17 @@ def main(argv=None) -> int:
             f"this binary refuses three Redis URLs (`{quorum_why}`)")
         todo.append(Todo("leaderd, quorum mode (3 Redis masters)", reason, "1–3").__dict__)
     kube_why = scenarios.kube_probe(leaderd, workdir)
+    real_kube = LeaderdKubeReal(args.leaderd.resolve(), args.python)
+    real_why = None if kube_why is not None or args.no_kube else real_kube.available()
+    if kube_why is None and not args.no_kube and real_why is None:
+        tools.append(real_kube)
+        todo.append(Todo("leaderd, Kubernetes Lease backend (real API server)",
+                         "measured: the row \"leaderd, Kubernetes Lease (kube-apiserver 1.37.2)\" in scenarios "
+                         "1–2, against a real kube-apiserver v1.37.2 and etcd v3.6.16 on loopback "
+                         "(scripts/kube-up)", "1–2", done=True).__dict__)
+    elif kube_why is None and not args.no_kube:
+        todo.append(Todo("leaderd, Kubernetes Lease backend (real API server)",
+                         f"skipped: {real_why}", "1–2").__dict__)
     if kube_why is None and not args.no_kube:
         tools.append(LeaderdKube(args.leaderd.resolve(), args.python))
         todo.append(Todo("leaderd, Kubernetes Lease backend (fake API server)",
@@ -170,6 +182,7 @@ def main(argv=None) -> int:
         "renewals": {t.name: t.renewal for t in tools},
         "executables": {
             "leaderd": "native binary", "leaderd-3n": "native binary", "leaderd-kube": "native binary",
+            "leaderd-kube-real": "native binary",
             "redis-py": "CPython", "python-redis-lock": "CPython", "pottery": "CPython", "pottery-3n": "CPython",
             "node-redlock": "Node.js", "node-redlock-3n": "Node.js", "rslock": "native binary",
         },

@@ -379,7 +379,7 @@ class LeaderdKube(Leaderd):
 
     name = "leaderd-kube"
     label = "leaderd, Kubernetes Lease (fake API server)"
-    renewal = "every retry_period (0.5 s): GET + PUT"
+    renewal = "every retry_period (0.5 s): a PUT with the resourceVersion last seen (GET only after a 409)"
     waits = "until the lease's observed expiry (≤ 0.5 s), woken by a watch event"
     redis = False
 
@@ -455,6 +455,137 @@ class FakeKube:
 
     def stop(self):
         procs.stop(self.proc)
+
+
+class LeaderdKubeReal(LeaderdKube):
+    """leaderd with the Kubernetes Lease backend against a real kube-apiserver
+    v1.37.2 + etcd v3.6.16 on loopback (scripts/kube-up), as the admin."""
+
+    name = "leaderd-kube-real"
+    label = "leaderd, Kubernetes Lease (kube-apiserver 1.37.2)"
+
+    def __init__(self, binary: Path, python: Path):
+        super().__init__(binary, python)
+        self.kubeconfig: Path | None = None
+
+    def available(self):
+        return RealKube.available()
+
+    def servers(self, workdir, tag):
+        server = RealKube(workdir, tag)
+        self.kubeconfig = server.kubeconfig
+        return [server]
+
+    def config(self, urls, election, workdir):
+        key = (tuple(urls), election)
+        if key not in self._configs:
+            path = workdir / f"{self.name}-{election}-{next(_config_ids)}.yaml"
+            path.write_text(
+                "election:\n"
+                f"  name: {election}\n"
+                f"  lease_duration: {self.lease_ms}ms\n"
+                f"  renew_deadline: {self.renew_ms}ms\n"
+                f"  retry_period: {self.retry_ms}ms\n"
+                "backend:\n"
+                "  kubernetes:\n"
+                f"    namespace: {RealKube.NAMESPACE}\n"
+                f"    lease_name: {election}\n"
+            )
+            self._configs[key] = path
+        return self._configs[key]
+
+    def env(self):
+        return dict(super().env(), KUBECONFIG=str(self.kubeconfig))
+
+    def expiry(self, servers, election):
+        written = servers[0].last_write(RealKube.NAMESPACE, election)
+        lease = servers[0].lease(RealKube.NAMESPACE, election)
+        if written is None or not lease:
+            return None
+        return written + lease["spec"]["leaseDurationSeconds"], 0.001
+
+
+class RealKube:
+    """scripts/kube-up: etcd and kube-apiserver on loopback. The Lease's last
+    write time comes from the API server's audit log (when the server
+    finished the request, on this machine's wall clock)."""
+
+    NAMESPACE = "bench"
+
+    @staticmethod
+    def available():
+        build = subprocess.run([str(REPO / "scripts/kube-build"), "etcd", "kube-apiserver"],
+                               capture_output=True, text=True)
+        if build.returncode != 0:
+            return "scripts/kube-build failed: " + (build.stderr.strip().splitlines() or ["?"])[-1]
+        return None
+
+    def __init__(self, workdir: Path, tag: str):
+        import base64
+        import ssl
+        import urllib.request
+
+        log = open(workdir / f"kube-up-{tag}.log", "wb")
+        self.proc = subprocess.Popen([str(REPO / "scripts/kube-up")], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log)
+        ready = ""
+        while not ready.startswith("ready "):
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"scripts/kube-up ended before it was ready (see {log.name})")
+            ready = line.decode()
+        fields = dict(kv.split("=", 1) for kv in ready.split()[1:])
+        self.kubeconfig = Path(fields["kubeconfig"])
+        self.url = fields["server"]
+        self.audit_log = Path(fields["audit_log"])
+        text = self.kubeconfig.read_text()
+        ca = re.search(r"certificate-authority-data: (\S+)", text).group(1)
+        self.token = re.search(r"token: (\S+)", text).group(1)
+        self.ssl = ssl.create_default_context(cadata=base64.b64decode(ca).decode())
+        self._urlopen = urllib.request.urlopen
+        self._request = urllib.request.Request
+        self.call("POST", "/api/v1/namespaces",
+                  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.NAMESPACE}})
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = self._request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        with self._urlopen(req, timeout=5, context=self.ssl) as r:
+            return json.loads(r.read())
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def lease(self, ns, name):
+        try:
+            return self.call("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}")
+        except Exception:
+            return None
+
+    def last_write(self, ns, name):
+        """Unix time at which the API server finished the last write of the Lease."""
+        last = None
+        with open(self.audit_log, encoding="utf-8") as f:
+            for line in f:
+                if f'"name":"{name}"' not in line:
+                    continue
+                event = json.loads(line)
+                ref = event.get("objectRef", {})
+                if (event.get("stage") == "ResponseComplete" and ref.get("resource") == "leases"
+                        and ref.get("namespace") == ns and event.get("verb") in ("create", "update")
+                        and event.get("responseStatus", {}).get("code", 0) < 300):
+                    last = rfc3339_to_unix(event["stageTimestamp"])
+        return last
+
+    def stop(self):
+        # EOF on its stdin: kube-up stops etcd and kube-apiserver itself.
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except Exception:
+            procs.stop(self.proc)
 
 
 @dataclass

@@ -14,9 +14,10 @@ backend: coordination.k8s.io/v1 Leases only, in memory, on 127.0.0.1.
   GET    /_bench/leases/{ns}/{name}       for the harness: the Lease plus
          "_written": the server's wall-clock time (unix seconds) of its last write
 
-Every write bumps a global resourceVersion, as etcd's revision. The same
-rules as the Rust fake in tests/support/fake_kube.rs, minus what leaderd's
-Lease backend does not use (Pods, selectors beyond metadata.name, 403s).
+Every write bumps a global resourceVersion, as etcd's revision. It keeps the
+rules of the real API server that leaderd's Lease backend relies on (the
+tests run against a real kube-apiserver; this fake only gives the benchmark
+a comparison row).
 
 Usage: fake_kube.py PORT   (prints "READY" once listening)
 """
@@ -159,10 +160,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         m = LEASES.match(urllib.parse.urlsplit(self.path).path)
+        obj = self.body()  # read even when refused: the connection is kept alive
         if not m or m.group(2):
+            # e.g. leaderd's Events: not part of what this fake serves.
             return self.send_json(404, status(404, "NotFound", "no route"))
         ns = m.group(1)
-        obj = self.body()
         name = obj.get("metadata", {}).get("name")
         if not name:
             return self.send_json(422, status(422, "Invalid", "metadata.name: Required value"))
@@ -176,10 +178,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self):
         m = LEASES.match(urllib.parse.urlsplit(self.path).path)
+        obj = self.body()  # read even when refused: the connection is kept alive
         if not m or not m.group(2):
             return self.send_json(404, status(404, "NotFound", "no route"))
         ns, name = m.groups()
-        obj = self.body()
         rv = obj.get("metadata", {}).get("resourceVersion")
         with STORE.cond:
             current = STORE.leases.get((ns, name))

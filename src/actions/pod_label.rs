@@ -3,7 +3,9 @@
 //! A background task owns all API calls and retries them with backoff, so a
 //! slow or unreachable API server never delays the election or the leader
 //! process; the actions runner states what it wants ([`PodLabeler::set`])
-//! and waits for it only as long as it can afford.
+//! and waits for it only as long as it can afford. Every change of role it
+//! makes, and every stale leader label it demotes, is also recorded as an
+//! Event on that Pod (`reason: LeaderLabel`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{PodIdentity, PodLabelConfig};
+use crate::kubernetes::{EventRecorder, Involved};
 use crate::metrics::Metrics;
+
+/// The `reason` of the Events on Pods.
+const EVENT_REASON: &str = "LeaderLabel";
 
 /// The role our pod's label should show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +61,7 @@ impl PodLabeler {
         });
         let (applied_tx, applied) = watch::channel(0);
         let worker = Worker {
+            events: EventRecorder::new(client.clone()),
             pods: Api::namespaced(client, &pod.namespace),
             label,
             pod,
@@ -89,6 +96,7 @@ impl PodLabeler {
 }
 
 struct Worker {
+    events: EventRecorder,
     pods: Api<Pod>,
     label: PodLabelConfig,
     pod: PodIdentity,
@@ -102,11 +110,26 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Worker {
     async fn run(self, mut wanted: watch::Receiver<Wanted>, applied: watch::Sender<u64>) {
+        // The role last written to our pod; None until the first write, the
+        // follower label at start, which is not worth an Event.
+        let mut shown: Option<Role> = None;
         'wanted: loop {
             let want = *wanted.borrow_and_update();
             let mut backoff = FIRST_BACKOFF;
             let mut last_error = String::new();
-            while let Err(failure) = self.apply(want.role).await {
+            loop {
+                let failure = match self.apply(want.role).await {
+                    Ok(pod) => {
+                        if shown.is_some_and(|role| role != want.role)
+                            || (shown.is_none() && want.role != Role::Follower)
+                        {
+                            self.record(&pod, want.role);
+                        }
+                        shown = Some(want.role);
+                        break;
+                    }
+                    Err(failure) => failure,
+                };
                 self.metrics.pod_label_update(failure.result);
                 if failure.message != last_error {
                     tracing::error!(pod = %self.pod.name, "pod label: {}", failure.message);
@@ -132,17 +155,37 @@ impl Worker {
         }
     }
 
-    async fn apply(&self, role: Role) -> Result<(), Failure> {
+    /// Labels our pod for `role` (and, as leader, demotes stale leader
+    /// labels); returns our pod as written.
+    async fn apply(&self, role: Role) -> Result<Pod, Failure> {
         let mut patch = json!({ "metadata": { "labels": { &self.label.key: self.value(role) } } });
         if let (Role::Leader { fencing_token }, false) = (role, self.label.annotation.is_empty()) {
             patch["metadata"]["annotations"] =
                 json!({ &self.label.annotation: fencing_token.to_string() });
         }
-        self.patch(&self.pod.name, &patch).await?;
+        let pod = self.patch(&self.pod.name, &patch).await?;
         if matches!(role, Role::Leader { .. }) {
             self.demote_stale_leaders().await?;
         }
-        Ok(())
+        Ok(pod)
+    }
+
+    /// An Event on our pod for its new role.
+    fn record(&self, pod: &Pod, role: Role) {
+        let label = match self.value(role) {
+            Value::String(value) => format!("labelled {}={value}", self.label.key),
+            _ => format!("removed the label {}", self.label.key),
+        };
+        let message = match role {
+            Role::Leader { fencing_token } => format!("{label} (fencing token {fencing_token})"),
+            Role::Follower => label,
+        };
+        self.events.normal(
+            &self.pod.name,
+            Involved::of("Pod", "v1", &pod.metadata),
+            EVENT_REASON,
+            message,
+        );
     }
 
     /// Another pod still labelled leader (a crashed leader cannot unlabel
@@ -172,12 +215,21 @@ impl Worker {
                 "resourceVersion": pod.metadata.resource_version,
                 "labels": { &self.label.key: self.value(Role::Follower) },
             } });
-            self.patch(name, &patch).await?;
+            let demoted = self.patch(name, &patch).await?;
+            self.events.normal(
+                &self.pod.name,
+                Involved::of("Pod", "v1", &demoted.metadata),
+                EVENT_REASON,
+                format!(
+                    "demoted a stale leader label ({} is the leader now)",
+                    self.pod.name
+                ),
+            );
         }
         Ok(())
     }
 
-    async fn patch(&self, name: &str, patch: &Value) -> Result<(), Failure> {
+    async fn patch(&self, name: &str, patch: &Value) -> Result<Pod, Failure> {
         tokio::time::timeout(
             CALL_TIMEOUT,
             self.pods
@@ -185,8 +237,7 @@ impl Worker {
         )
         .await
         .map_err(|_| Failure::timeout("patch"))?
-        .map_err(|err| self.failure("patch", err))?;
-        Ok(())
+        .map_err(|err| self.failure("patch", err))
     }
 
     /// The label value for `role`; `null` removes the label.

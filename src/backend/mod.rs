@@ -12,6 +12,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -57,16 +58,139 @@ pub enum Acquire {
     /// new, or it lost its data while a leader it forgot may still act. No
     /// grant for `remaining` (one lease from when the store noticed).
     Quarantined { remaining: Duration },
+    /// Nobody holds the lease; a switchover reserved it for `to` for
+    /// `remaining` more.
+    Reserved { to: String, remaining: Duration },
+    /// Nobody holds the lease; it is kept for `to`, a present and healthy
+    /// candidate with a higher priority, for `remaining` more.
+    Deferred { to: String, remaining: Duration },
+}
+
+/// What a look at the lease (without competing) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    HeldBy { holder: Holder, remaining: Duration },
+    Free,
+    Reserved { to: String, remaining: Duration },
+    Foreign { description: String },
+}
+
+/// What a candidate announces about itself while it stands: kept next to
+/// the lease, listed in `/status`, and used to choose a switchover's target
+/// and the preferred leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub identity: String,
+    /// Its HTTP address, when known.
+    #[serde(default)]
+    pub url: Option<String>,
+    pub version: String,
+    #[serde(default)]
+    pub priority: i64,
+    /// Eligible to lead: the health probe passes (or there is none) and it
+    /// is not standing aside after a health hand-over.
+    pub healthy: bool,
+    /// RFC 3339.
+    pub started_at: String,
+    /// Standing aside for `health.unhealthy_backoff` after handing over for
+    /// health (reported as not healthy meanwhile).
+    #[serde(default)]
+    pub standing_aside: bool,
+}
+
+/// A candidate as the store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub presence: Presence,
+    /// How long ago the store last heard of it.
+    pub last_seen: Duration,
+}
+
+/// A planned handover, recorded in the store until the leader carries it
+/// out or someone cancels it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switchover {
+    /// Random, to tell two requests apart.
+    pub id: String,
+    /// The candidate to hand over to; `None`: the best other one.
+    pub candidate: Option<String>,
+    /// When to hand over (RFC 3339); `None`: at once.
+    #[serde(default)]
+    pub scheduled_at: Option<String>,
+    /// When it was requested (RFC 3339).
+    pub requested_at: String,
+    /// The candidate whose daemon took the request.
+    pub requested_via: String,
+    /// The leader when it was requested.
+    pub leader: String,
+}
+
+/// What a release leaves behind on a switchover: until it expires (one
+/// lease), only `to` may take the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub to: String,
+    pub from: String,
+    pub token: u64,
+    /// Why (`switchover`, `unhealthy`, `preempted`); a switchover's release
+    /// also removes the switchover record it carried out.
+    pub reason: String,
+}
+
+/// What to do with the pending switchover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchoverRequest {
+    /// Record it, unless one is pending.
+    Record(Switchover),
+    Cancel,
+    Get,
+}
+
+/// The store's answer about the pending switchover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchoverAnswer {
+    /// Recorded, or (cancel) the pending one is gone.
+    Done,
+    /// One is pending (request: so nothing changed).
+    Pending(Switchover),
+    /// None was pending.
+    None,
+}
+
+/// Counters of what the store announced, so that each waiter can wait for
+/// the news it cares about: followers for releases (and, while a vacancy is
+/// reserved, for the acquisition that ends it), the leader for switchover
+/// requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notices {
+    pub released: u64,
+    pub acquired: u64,
+    pub requests: u64,
+}
+
+/// Who else stands, as a renewal sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// The healthy candidate with the highest priority, and its priority.
+    pub preferred: Option<(String, i64)>,
+    /// How many healthy candidates are present (us included, if healthy).
+    pub healthy: u64,
 }
 
 /// The answer to a renew attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Renew {
-    Renewed,
-    /// The lease is not ours any more (expired, taken, or the store lost it).
-    Lost {
-        holder: Option<Holder>,
+    /// Renewed; the pending switchover request, if there is one; who else
+    /// stands.
+    Renewed {
+        switchover: Option<Switchover>,
+        standing: Standing,
     },
+    /// The lease is not ours any more (expired, taken, or the store lost it).
+    Lost { holder: Option<Holder> },
+    /// Still ours, but the store asks us to hand it over to candidate `to`
+    /// (a Kubernetes Lease's `preferredHolder`): step down and release.
+    HandOver { to: String },
 }
 
 /// What `leaderd check` learned about the store.
@@ -139,45 +263,87 @@ impl std::error::Error for BackendError {}
 /// The operations the elector needs. Every call gets a `deadline`; a backend
 /// must return (with an error if need be) by then, so a hung store can never
 /// keep a leader past its safe-until instant.
+///
+/// Three groups: the lease (acquire, renew, release, observe), the
+/// candidates' presence and the switchover record (kept next to the lease,
+/// in the same store), and the store's notices.
 pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and `/status` (`redis`).
     fn kind(&self) -> &'static str;
 
     /// Atomically takes the lease for `lease` if it is free, minting a new
-    /// fencing token, or reports who holds it.
+    /// fencing token, or reports who holds it; refreshes `me`'s presence in
+    /// the same step.
     ///
     /// `live_holder` is the holder this candidate last saw and whose lease
     /// has not run out by its own clock. If the lease is free but was not
     /// released by that holder, the backend must answer
-    /// [`Acquire::Vanished`] instead of taking it.
+    /// [`Acquire::Vanished`] instead of taking it. A vacancy is kept for a
+    /// present, healthy candidate with a higher priority for `holdback`.
     fn acquire(
         &self,
-        identity: &str,
+        me: &Presence,
         lease: Duration,
         live_holder: Option<&Holder>,
+        holdback: Duration,
         deadline: Instant,
     ) -> impl Future<Output = Result<Acquire, BackendError>> + Send;
 
     /// Atomically extends our lease to `lease` from now, only if `term` still
-    /// owns it.
+    /// owns it; refreshes `me`'s presence and reads the pending switchover.
     fn renew(
         &self,
         term: &Term,
+        me: &Presence,
         lease: Duration,
         deadline: Instant,
     ) -> impl Future<Output = Result<Renew, BackendError>> + Send;
 
     /// Atomically frees the lease if `term` still owns it and tells waiting
-    /// candidates. Returns whether it was ours.
+    /// candidates; with `handoff`, only the candidate it names may take the
+    /// lease for one lease (a switchover). Returns whether it was ours.
     fn release(
         &self,
         term: &Term,
+        handoff: Option<&Handoff>,
+        lease: Duration,
         deadline: Instant,
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
-    /// Ticks whenever the store announces a change of holder (a release or a
-    /// new term), so followers wake at once instead of polling.
-    fn changes(&self) -> watch::Receiver<u64>;
+    /// Looks at the lease without competing for it (observers; candidates
+    /// standing aside, whose presence `me` it refreshes).
+    fn observe(
+        &self,
+        me: Option<&Presence>,
+        lease: Duration,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Observed, BackendError>> + Send;
+
+    /// The candidates heard of within `lease`.
+    fn candidates(
+        &self,
+        lease: Duration,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Vec<Candidate>, BackendError>> + Send;
+
+    /// `identity` leaves the election for good (shutdown): its presence goes.
+    fn leave(
+        &self,
+        identity: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Records, cancels or reads the pending switchover; a recorded or
+    /// cancelled one is announced to the leader.
+    fn switchover(
+        &self,
+        request: SwitchoverRequest,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<SwitchoverAnswer, BackendError>> + Send;
+
+    /// What the store announced so far; waiters wake on the counters they
+    /// care about instead of polling.
+    fn notices(&self) -> watch::Receiver<Notices>;
 }
 
 /// Locks a mutex that only guards plain assignments: a panic elsewhere

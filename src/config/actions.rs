@@ -236,28 +236,29 @@ pub fn validate(
     Ok(())
 }
 
-/// Reads `POD_NAME` and `POD_NAMESPACE` (the downward API).
+/// Reads `POD_NAME` and `POD_NAMESPACE` (the downward API); the error names
+/// every one that is missing.
 pub fn pod_identity() -> Result<PodIdentity, String> {
-    let read = |var: &str| {
-        std::env::var(var)
-            .ok()
-            .filter(|value| !value.is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "needs the environment variable {var} (set it from the downward API: \
-                     fieldRef metadata.{})",
-                    if var == "POD_NAME" {
-                        "name"
-                    } else {
-                        "namespace"
-                    }
-                )
-            })
-    };
-    Ok(PodIdentity {
-        name: read("POD_NAME")?,
-        namespace: read("POD_NAMESPACE")?,
-    })
+    let read = |var: &str| std::env::var(var).ok().filter(|value| !value.is_empty());
+    match (read("POD_NAME"), read("POD_NAMESPACE")) {
+        (Some(name), Some(namespace)) => Ok(PodIdentity { name, namespace }),
+        (name, namespace) => {
+            let missing: Vec<&str> = [
+                name.is_none()
+                    .then_some("POD_NAME (fieldRef metadata.name)"),
+                namespace
+                    .is_none()
+                    .then_some("POD_NAMESPACE (fieldRef metadata.namespace)"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            Err(format!(
+                "needs {} from the downward API in the environment",
+                missing.join(" and ")
+            ))
+        }
+    }
 }
 
 /// A label key: an optional DNS-subdomain prefix and `/`, then a name of at

@@ -13,13 +13,20 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 mod actions;
+mod display;
+mod health;
 mod redis;
+mod source;
 
 pub use actions::{
     HOOK_KILL_GRACE, HooksConfig, KubernetesConfig, LABEL_WAIT_ON_LOSS, LeaderProcessConfig,
     OnExit, PodIdentity, PodLabelConfig,
 };
+use display::{ECHO_LIMIT, clip, clip_quoted};
+pub use display::{quoted, show};
+pub use health::{HealthConfig, HealthSettings, Probe};
 pub use redis::{RedisConfig, RedisSettings, Secret, SentinelConfig};
+pub use source::MAX_CONFIG_BYTES;
 
 /// Where the HTTP server listens when neither the file, `LEADERD_LISTEN` nor
 /// `--listen` says otherwise.
@@ -39,6 +46,9 @@ pub struct Config {
     pub pod_label: Option<PodLabelConfig>,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    /// A health probe: an unhealthy candidate does not take the lease and
+    /// an unhealthy leader hands over to a healthy candidate.
+    pub health: Option<HealthConfig>,
 }
 
 /// What is elected and how fast: the client-go timing triple.
@@ -54,6 +64,31 @@ pub struct ElectionConfig {
     pub renew_deadline: Duration,
     #[serde(default = "defaults::retry_period", deserialize_with = "duration")]
     pub retry_period: Duration,
+    /// `candidate` (default) or `observe`: never compete, only watch.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Higher is preferred when the lease is free (and, with `preempt`,
+    /// over a leader with a lower priority).
+    #[serde(default)]
+    pub priority: i64,
+    /// Hand over to a present, healthy candidate with a higher priority.
+    #[serde(default)]
+    pub preempt: bool,
+    /// How long that candidate must have been present (default 2 ×
+    /// lease_duration).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub preempt_delay: Option<Duration>,
+}
+
+/// How a daemon takes part in the election.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Candidate,
+    /// Never competes and never writes the lease: reports the leader and
+    /// the candidates, runs `new_leader` hooks.
+    Observe,
 }
 
 /// Which store holds the lease. Exactly one backend section is expected.
@@ -81,12 +116,28 @@ pub struct KubernetesLeaseConfig {
 pub struct HttpConfig {
     #[serde(default = "defaults::listen")]
     pub listen: String,
+    /// How other candidates and operators reach this daemon (shown in the
+    /// candidates list); default: the listen address when it is a specific
+    /// one, else `http://$POD_IP:port` when POD_IP is set.
+    #[serde(default)]
+    pub advertise_url: String,
+    /// A file holding the bearer token that `POST`/`DELETE /switchover`
+    /// require on the main listener.
+    #[serde(default)]
+    pub admin_token_file: String,
+    /// A second listener (e.g. `127.0.0.1:9091`) that serves the
+    /// state-changing endpoints without a token.
+    #[serde(default)]
+    pub admin_listen: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: defaults::listen(),
+            advertise_url: String::new(),
+            admin_token_file: String::new(),
+            admin_listen: String::new(),
         }
     }
 }
@@ -109,6 +160,13 @@ mod defaults {
     }
 }
 
+/// Like [`duration`], for a field that may be left out.
+pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
 /// Parses `15s`, `500ms`, `1m30s` (humantime syntax) into a `Duration`.
 pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
@@ -119,28 +177,48 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dur
     })
 }
 
-/// A configuration problem, always tied to a file and, when it can be, a field.
+/// A configuration problem, always tied to where the value came from and,
+/// when it can be, a field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub file: PathBuf,
+    pub origin: Origin,
     /// Dotted path of the offending field (`election.renew_deadline`), empty
     /// when the problem is the file as a whole.
     pub field: String,
     pub reason: String,
 }
 
+/// Where a configuration value came from, so that an error blames the right
+/// place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The configuration file.
+    File(PathBuf),
+    /// A flag (`--listen`) or environment variable (`LEADERD_LISTEN`) that
+    /// overrides a key of the file.
+    Override(&'static str),
+}
+
+impl ConfigError {
+    fn in_file(path: &Path, field: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: Origin::File(path.to_path_buf()),
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.reason)
-        } else {
-            write!(
-                f,
-                "{}: {}: {}",
-                self.file.display(),
-                self.field,
-                self.reason
-            )
+        // Values are echoed in quotes; a hostile or broken file must not
+        // turn one error into megabytes on stderr.
+        let reason = clip_quoted(&self.reason);
+        let field = clip(&self.field, ECHO_LIMIT);
+        match &self.origin {
+            Origin::Override(name) => write!(f, "{name}: {reason}"),
+            Origin::File(file) if field.is_empty() => write!(f, "{}: {reason}", file.display()),
+            Origin::File(file) => write!(f, "{}: {field}: {reason}", file.display()),
         }
     }
 }
@@ -151,8 +229,19 @@ impl std::error::Error for ConfigError {}
 /// over the file (flags over env, env over file: clap merges the first two).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    pub identity: Option<String>,
-    pub listen: Option<String>,
+    pub identity: Option<Override>,
+    pub listen: Option<Override>,
+    /// `--observe`.
+    pub observe: bool,
+}
+
+/// One overriding value and the flag or environment variable that gave it,
+/// named in the error when the value is bad.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub value: String,
+    /// `--listen`, `LEADERD_LISTEN`, …
+    pub from: &'static str,
 }
 
 /// A configuration that passed validation, with defaults filled in and the
@@ -168,6 +257,20 @@ pub struct Settings {
     /// The label settings and the pod they apply to.
     pub pod_label: Option<(PodLabelConfig, PodIdentity)>,
     pub kubernetes: KubernetesConfig,
+    /// The state-changing endpoints (switchover) and who may use them.
+    pub admin: AdminSettings,
+    /// How others reach this daemon, when known.
+    pub advertise_url: Option<String>,
+    pub health: Option<HealthSettings>,
+}
+
+/// Who may change the election's state over HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// Bearer token for the main listener (`http.admin_token_file`).
+    pub token: Option<Secret>,
+    /// A listener that needs no token (`http.admin_listen`).
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,11 +286,8 @@ pub enum BackendSettings {
 impl Config {
     /// Reads and parses `path` without applying overrides or validating.
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
-            file: path.to_path_buf(),
-            field: String::new(),
-            reason: format!("cannot read the file: {err}"),
-        })?;
+        let text =
+            source::read_text(path).map_err(|reason| ConfigError::in_file(path, "", reason))?;
         Config::parse(path, &text)
     }
 
@@ -195,6 +295,9 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let deserializer = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            if let Some(reason) = source::not_a_document(text) {
+                return ConfigError::in_file(path, "", reason);
+            }
             let field = err.path().to_string();
             let field = if field == "." { String::new() } else { field };
             // serde_yaml prefixes its message with its own idea of the path;
@@ -213,28 +316,87 @@ impl Config {
                 Some((key, _)) => format!("{field}.{key}"),
                 None => field,
             };
-            ConfigError {
-                file: path.to_path_buf(),
-                field,
-                reason,
-            }
+            ConfigError::in_file(path, &field, reason)
         })
     }
 }
 
-/// Loads, overrides and validates in one step: what `run` and `check` use.
+/// Loads, overrides and validates in one step: what `run` uses. Values the
+/// configuration takes from the environment (`POD_NAME` and
+/// `POD_NAMESPACE` for `pod_label`) must be there.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigError> {
     let mut config = Config::read(path)?;
+    apply(&mut config, overrides)?;
+    validate(path, config, Environment::Required).map(|checked| checked.settings)
+}
+
+/// A file checked on its own, for `leaderd check`: what it configures, and
+/// notes on what `leaderd run` will additionally need from its environment.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub settings: Settings,
+    pub notes: Vec<String>,
+}
+
+/// Loads and validates the file without requiring the environment `run`
+/// needs (a laptop or CI has no downward API): what `check` uses.
+pub fn check_file(path: &Path) -> Result<Checked, ConfigError> {
+    let mut config = Config::read(path)?;
+    apply(&mut config, &Overrides::default())?;
+    validate(path, config, Environment::Optional)
+}
+
+/// Whether values read from the environment must be present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Environment {
+    Required,
+    Optional,
+}
+
+/// Applies flag and environment overrides; a bad one is blamed on the flag
+/// or variable that gave it, not on the file.
+fn apply(config: &mut Config, overrides: &Overrides) -> Result<(), ConfigError> {
+    let blame = |given: &Override, reason: String| ConfigError {
+        origin: Origin::Override(given.from),
+        field: String::new(),
+        reason,
+    };
     if let Some(identity) = &overrides.identity {
-        config.election.identity = identity.clone();
+        check_identity(&identity.value).map_err(|reason| {
+            blame(
+                identity,
+                format!("{reason} (it overrides election.identity)"),
+            )
+        })?;
+        config.election.identity = identity.value.clone();
     }
     if let Some(listen) = &overrides.listen {
-        config.http.listen = listen.clone();
+        parse_listen(&listen.value)
+            .map_err(|reason| blame(listen, format!("{reason} (it overrides http.listen)")))?;
+        config.http.listen = listen.value.clone();
+    }
+    if overrides.observe {
+        config.election.mode = Mode::Observe;
     }
     if config.election.identity.is_empty() {
         config.election.identity = default_identity();
     }
-    validate(path, config)
+    Ok(())
+}
+
+fn check_identity(identity: &str) -> Result<(), String> {
+    if identity.len() > 253 || identity.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "{identity:?} must be at most 253 printable characters"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_listen(listen: &str) -> Result<SocketAddr, String> {
+    listen
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("{listen:?} is not an address like 0.0.0.0:9090 or 127.0.0.1:9090"))
 }
 
 /// `$POD_NAME` inside Kubernetes (the downward API), else `<hostname>-<pid>`
@@ -254,12 +416,8 @@ pub fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
-    let fail = |field: &str, reason: String| ConfigError {
-        file: path.to_path_buf(),
-        field: field.to_string(),
-        reason,
-    };
+fn validate(path: &Path, config: Config, environment: Environment) -> Result<Checked, ConfigError> {
+    let fail = |field: &str, reason: String| ConfigError::in_file(path, field, reason);
     let e = &config.election;
 
     if e.name.is_empty() {
@@ -268,7 +426,7 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
     if e.name.len() > 63 {
         return Err(fail(
             "election.name",
-            format!("{:?} is {} characters; at most 63", e.name, e.name.len()),
+            format!("{:?} is too long: at most 63 characters", e.name),
         ));
     }
     if let Some(bad) = e
@@ -284,12 +442,7 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
             ),
         ));
     }
-    if e.identity.len() > 253 || e.identity.chars().any(|c| c.is_control()) {
-        return Err(fail(
-            "election.identity",
-            "must be at most 253 printable characters".into(),
-        ));
-    }
+    check_identity(&e.identity).map_err(|reason| fail("election.identity", reason))?;
 
     for (field, value) in [
         ("election.lease_duration", e.lease_duration),
@@ -354,15 +507,72 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
         }
     };
 
-    let listen = config.http.listen.parse::<SocketAddr>().map_err(|_| {
-        fail(
-            "http.listen",
-            format!(
-                "{:?} is not an address like 0.0.0.0:9090 or 127.0.0.1:9090",
-                config.http.listen
-            ),
-        )
-    })?;
+    let listen = parse_listen(&config.http.listen).map_err(|reason| fail("http.listen", reason))?;
+
+    // The token is a secret of the machine `run` runs on: `check` notes a
+    // file it cannot read instead of refusing the configuration.
+    let mut secret_notes = Vec::new();
+    let token = match (
+        redis::read_secret(&config.http.admin_token_file, "http.admin_token_file"),
+        environment,
+    ) {
+        (Ok(token), _) => token,
+        (Err((field, reason)), Environment::Required) => return Err(fail(&field, reason)),
+        (Err((field, reason)), Environment::Optional) => {
+            secret_notes.push(format!(
+                "{field}: `leaderd run` needs it readable: {reason}"
+            ));
+            None
+        }
+    };
+    let admin = AdminSettings {
+        token,
+        listen: match config.http.admin_listen.trim() {
+            "" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|_| {
+                fail(
+                    "http.admin_listen",
+                    format!("{text:?} is not an address like 127.0.0.1:9091"),
+                )
+            })?),
+        },
+    };
+    if admin.listen == Some(listen) && listen.port() != 0 {
+        return Err(fail(
+            "http.admin_listen",
+            "must differ from http.listen: it serves the endpoints that change the election".into(),
+        ));
+    }
+    let advertise_url = advertised(&config.http.advertise_url, listen)
+        .map_err(|reason| fail("http.advertise_url", reason))?;
+    if let Some(delay) = e.preempt_delay
+        && delay.is_zero()
+    {
+        return Err(fail(
+            "election.preempt_delay",
+            "must be greater than zero".into(),
+        ));
+    }
+    if e.mode == Mode::Observe && config.leader_process.is_some() {
+        return Err(fail(
+            "leader_process",
+            "an observer never leads, so it cannot run a leader process; remove it or use election.mode: candidate".into(),
+        ));
+    }
+
+    let health = match &config.health {
+        Some(section) => Some(
+            health::validate(section, e.lease_duration)
+                .map_err(|(field, reason)| fail(&field, reason))?,
+        ),
+        None => None,
+    };
+    if health.is_some() && e.mode == Mode::Observe {
+        return Err(fail(
+            "health",
+            "an observer never leads, so its health decides nothing; remove the section or use election.mode: candidate".into(),
+        ));
+    }
 
     actions::validate(
         &config.hooks,
@@ -373,15 +583,20 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
         config.election.renew_deadline,
     )
     .map_err(|(field, reason)| fail(&field, reason))?;
+    let mut notes = secret_notes;
     let pod_label = match config.pod_label {
-        Some(label) => {
-            let pod = actions::pod_identity().map_err(|reason| fail("pod_label", reason))?;
-            Some((label, pod))
-        }
+        Some(label) => match (actions::pod_identity(), environment) {
+            (Ok(pod), _) => Some((label, pod)),
+            (Err(reason), Environment::Required) => return Err(fail("pod_label", reason)),
+            (Err(reason), Environment::Optional) => {
+                notes.push(format!("pod_label: `leaderd run` {reason}"));
+                None
+            }
+        },
         None => None,
     };
 
-    Ok(Settings {
+    let settings = Settings {
         source: path.to_path_buf(),
         election: config.election,
         backend,
@@ -390,7 +605,33 @@ fn validate(path: &Path, config: Config) -> Result<Settings, ConfigError> {
         leader_process: config.leader_process,
         pod_label,
         kubernetes: config.kubernetes,
-    })
+        admin,
+        advertise_url,
+        health,
+    };
+    Ok(Checked { settings, notes })
+}
+
+/// The URL others reach this daemon at: `http.advertise_url`, else the
+/// listen address if it is a specific one, else `$POD_IP` with its port.
+fn advertised(configured: &str, listen: SocketAddr) -> Result<Option<String>, String> {
+    let configured = configured.trim();
+    if !configured.is_empty() {
+        if !(configured.starts_with("http://") || configured.starts_with("https://")) {
+            return Err(format!(
+                "{configured:?} must start with http:// or https://"
+            ));
+        }
+        return Ok(Some(configured.trim_end_matches('/').to_string()));
+    }
+    if !listen.ip().is_unspecified() && listen.port() != 0 {
+        return Ok(Some(format!("http://{listen}")));
+    }
+    Ok(std::env::var("POD_IP")
+        .ok()
+        .filter(|ip| !ip.is_empty())
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .map(|ip| format!("http://{}", SocketAddr::new(ip, listen.port()))))
 }
 
 fn kubernetes_backend(
@@ -463,18 +704,14 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Formats a duration the way it is written in the file (`1s 500ms`).
-pub fn show(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(yaml: &str) -> Result<Settings, ConfigError> {
         let path = Path::new("test.yaml");
-        validate(path, Config::parse(path, yaml)?)
+        validate(path, Config::parse(path, yaml)?, Environment::Required)
+            .map(|checked| checked.settings)
     }
 
     const GOOD: &str = "election:\n  name: demo\n  identity: a\nbackend:\n  redis:\n    urls: [\"redis://127.0.0.1:6379\"]\n";

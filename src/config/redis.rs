@@ -248,7 +248,7 @@ pub fn validate(redis: &RedisConfig, election: &ElectionConfig) -> Result<RedisS
 }
 
 /// Reads a password file (trailing newline dropped); empty path = none.
-fn read_secret(path: &str, field: &str) -> Result<Option<Secret>, Problem> {
+pub(crate) fn read_secret(path: &str, field: &str) -> Result<Option<Secret>, Problem> {
     if path.is_empty() {
         return Ok(None);
     }

@@ -23,8 +23,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use super::handover::{self, Decision, Outranked, Preemption, Target};
 use super::state::{ActionsProgress, ElectionState, LeaderTerm, Reason};
-use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
+use crate::backend::{
+    Acquire, Backend, BackendError, Handoff, Holder, Notices, Observed, Presence, Renew,
+    SwitchoverRequest, Term,
+};
 use crate::metrics::Metrics;
 
 /// The client-go timing triple, already validated
@@ -50,6 +54,18 @@ impl Timing {
     pub fn release_timeout(&self) -> Duration {
         self.renew_deadline.min(Duration::from_secs(5))
     }
+}
+
+/// How this candidate takes part, beyond the timing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conduct {
+    /// Never compete: only watch the lease (`election.mode: observe`).
+    pub observer: bool,
+    /// When a leader hands over to a preferred candidate.
+    pub preemption: Preemption,
+    /// After handing over for health, how long to stand aside even if the
+    /// probe passes again (so that two flapping nodes cannot ping-pong).
+    pub unhealthy_backoff: Duration,
 }
 
 /// How a term ended, seen from the caller of [`Elector::run`].
@@ -87,6 +103,12 @@ pub struct Elector<B: Backend> {
     backend: Arc<B>,
     identity: String,
     timing: Timing,
+    conduct: Conduct,
+    /// What we announce about ourselves (the health probe updates it).
+    presence: watch::Receiver<Presence>,
+    /// Stand aside (do not compete) until then: after handing over for
+    /// health.
+    stand_aside_until: Option<Instant>,
     state: watch::Sender<ElectionState>,
     metrics: Arc<Metrics>,
     /// Our latest term's id, kept after stepping down so that our own stale
@@ -136,6 +158,12 @@ enum LeadEnd {
     /// The store says the lease is someone else's (or nobody's) now.
     LostTo(Option<Holder>),
     Resigned(Resign),
+    /// Hand the lease to this candidate (a switchover, our health, a
+    /// preferred candidate).
+    HandOver {
+        to: String,
+        reason: Reason,
+    },
     Shutdown,
 }
 
@@ -143,16 +171,22 @@ impl<B: Backend> Elector<B> {
     pub fn new(
         backend: Arc<B>,
         election: &str,
-        identity: &str,
+        presence: watch::Receiver<Presence>,
         timing: Timing,
+        conduct: Conduct,
         metrics: Arc<Metrics>,
     ) -> Elector<B> {
-        let state = ElectionState::new(election, identity, backend.kind());
+        let identity = presence.borrow().identity.clone();
+        let mut state = ElectionState::new(election, &identity, backend.kind());
+        state.observer = conduct.observer;
         let (resign_tx, resign_rx) = mpsc::unbounded_channel();
         Elector {
             backend,
-            identity: identity.to_string(),
+            identity,
             timing,
+            conduct,
+            presence,
+            stand_aside_until: None,
             state: watch::Sender::new(state),
             metrics,
             own_term_id: None,
@@ -228,6 +262,24 @@ impl<B: Backend> Elector<B> {
                     self.stepped_down(Reason::Shutdown);
                     return Outcome::StoppedLeading(term);
                 }
+                LeadEnd::HandOver { to, reason } => {
+                    tracing::info!(to = %to, reason = reason.as_str(), "handing over");
+                    self.stepped_down(reason);
+                    self.wait_for_actions(&term).await;
+                    let handoff = Handoff {
+                        to,
+                        from: self.identity.clone(),
+                        token: term.fencing_token,
+                        reason: reason.as_str().to_string(),
+                    };
+                    let _ = self.release_with(&term, Some(&handoff)).await;
+                    if reason == Reason::Unhealthy {
+                        self.stand_aside_until =
+                            Some(Instant::now() + self.conduct.unhealthy_backoff);
+                    }
+                    // The handoff keeps everyone else (us included) from the
+                    // lease until its candidate took it or it expired.
+                }
                 LeadEnd::Resigned(request) => {
                     self.stepped_down(request.reason);
                     if request.then_exit {
@@ -250,8 +302,21 @@ impl<B: Backend> Elector<B> {
     /// once instead of after the TTL. Bounded: if the store does not answer,
     /// the lease simply expires.
     pub async fn release(&self, term: &Term) -> Result<bool, BackendError> {
+        self.release_with(term, None).await
+    }
+
+    async fn release_with(
+        &self,
+        term: &Term,
+        handoff: Option<&Handoff>,
+    ) -> Result<bool, BackendError> {
         let deadline = Instant::now() + self.timing.release_timeout();
-        let result = bounded(deadline, self.backend.release(term, deadline)).await;
+        let result = bounded(
+            deadline,
+            self.backend
+                .release(term, handoff, self.timing.lease_duration, deadline),
+        )
+        .await;
         match &result {
             Ok(true) => tracing::info!(token = term.fencing_token, "released the lease"),
             Ok(false) => tracing::info!(
@@ -266,33 +331,91 @@ impl<B: Backend> Elector<B> {
         result
     }
 
+    /// Leaves the election for good (shutdown): our presence goes at once
+    /// instead of when it would expire. Best effort, bounded.
+    pub async fn leave(&self) {
+        if self.conduct.observer {
+            return;
+        }
+        let deadline = Instant::now() + self.timing.release_timeout();
+        if let Err(err) = bounded(deadline, self.backend.leave(&self.identity, deadline)).await {
+            tracing::debug!(%err, "could not remove our presence; it expires on its own");
+        }
+    }
+
+    /// One look at the lease: an acquire attempt, or, for observers and
+    /// candidates standing aside, a look without competing.
+    async fn ask(
+        &self,
+        live_holder: Option<&Holder>,
+        deadline: Instant,
+    ) -> Result<Acquire, BackendError> {
+        let lease = self.timing.lease_duration;
+        let mut me = self.presence.borrow().clone();
+        let standing_aside = self
+            .stand_aside_until
+            .is_some_and(|until| Instant::now() < until);
+        if standing_aside {
+            // Not eligible meanwhile: a leader must not hand back to us.
+            me.healthy = false;
+            me.standing_aside = true;
+        }
+        let looked = if self.conduct.observer {
+            self.backend.observe(None, lease, deadline).await?
+        } else if standing_aside {
+            self.backend.observe(Some(&me), lease, deadline).await?
+        } else {
+            // A vacancy waits one retry_period for a preferred candidate.
+            return self
+                .backend
+                .acquire(&me, lease, live_holder, self.timing.retry_period, deadline)
+                .await;
+        };
+        Ok(match looked {
+            Observed::HeldBy { holder, remaining } => Acquire::HeldBy { holder, remaining },
+            Observed::Reserved { to, remaining } => Acquire::Reserved { to, remaining },
+            Observed::Foreign { description } => Acquire::Foreign { description },
+            Observed::Free => Acquire::Contested {
+                retry_in: self.timing.retry_period,
+            },
+        })
+    }
+
     async fn follow(&mut self, shutdown: &CancellationToken) -> FollowEnd {
-        let mut changes = self.backend.changes();
+        let mut notices = self.backend.notices();
         let mut backoff = self.timing.first_backoff();
         // The holder we last saw and until when its lease runs by our clock.
         let mut sighting: Option<Sighting> = None;
         loop {
             // Mark notices seen *before* asking, so a release announced while
             // the request is in flight still wakes us below.
-            changes.borrow_and_update();
+            let seen = *notices.borrow_and_update();
             self.beat();
             let sent = Instant::now();
             if sighting.as_ref().is_some_and(|seen| sent >= seen.until) {
                 sighting = None;
             }
-            let live_holder = sighting.as_ref().map(|seen| &seen.holder);
+            let live_holder = sighting.as_ref().map(|seen| seen.holder.clone());
             let deadline = sent + self.timing.retry_period;
-            let attempt = self.backend.acquire(
-                &self.identity,
-                self.timing.lease_duration,
-                live_holder,
-                deadline,
-            );
+            let attempt = self.ask(live_holder.as_ref(), deadline);
             let result = tokio::select! {
                 result = bounded(deadline, attempt) => result,
                 () = shutdown.cancelled() => return FollowEnd::Shutdown,
             };
             let now = Instant::now();
+            let reserved_for = match &result {
+                Ok(Acquire::Reserved { to, .. } | Acquire::Deferred { to, .. }) => Some(to.clone()),
+                _ => None,
+            };
+            // Observers, and candidates waiting for a reserved vacancy to be
+            // taken, also wake when a term begins (to learn the new holder).
+            let wake_on_acquired = self.conduct.observer || reserved_for.is_some();
+            if self.state.borrow().reserved_for != reserved_for {
+                self.publish(|state| {
+                    state.reserved_for = reserved_for;
+                    true
+                });
+            }
             let wake_at = match result {
                 Ok(Acquire::Acquired(term)) => return FollowEnd::Acquired { term, sent },
                 Ok(Acquire::HeldBy { holder, remaining }) => {
@@ -330,6 +453,15 @@ impl<B: Backend> Elector<B> {
                     self.backend_answered();
                     self.observe(None, None);
                     now + retry_in.min(self.timing.retry_period)
+                }
+                Ok(Acquire::Reserved { remaining, .. } | Acquire::Deferred { remaining, .. }) => {
+                    // Kept for another candidate: wake when it took the
+                    // lease (an "acquired" notice), or when the reservation
+                    // runs out.
+                    backoff = self.timing.first_backoff();
+                    self.backend_answered();
+                    self.observe(None, None);
+                    now + (remaining + Duration::from_millis(1)).min(self.timing.retry_period)
                 }
                 Ok(Acquire::Vanished) => {
                     backoff = self.timing.first_backoff();
@@ -377,9 +509,12 @@ impl<B: Backend> Elector<B> {
                 }
             };
             self.beat();
+            let news = |now: &Notices| {
+                now.released != seen.released || (wake_on_acquired && now.acquired != seen.acquired)
+            };
             tokio::select! {
                 () = sleep_until(wake_at) => {}
-                () = notice(&mut changes) => {}
+                () = notice(&mut notices, news) => {}
                 () = shutdown.cancelled() => return FollowEnd::Shutdown,
             }
         }
@@ -394,12 +529,27 @@ impl<B: Backend> Elector<B> {
         let mut safe_until = acquired + self.timing.renew_deadline;
         let mut next_renew = acquired + self.timing.retry_period;
         let mut backoff = self.timing.first_backoff();
+        let mut notices = self.backend.notices();
+        // Requests announced before this count were seen by a renewal.
+        let mut requests = notices.borrow_and_update().requests;
+        let mut outranked: Option<Outranked> = None;
+        // A scheduled switchover: renew (and look at it again) at its time.
+        let mut recheck: Option<Instant> = None;
+        let mut presence = self.presence.clone();
+        presence.borrow_and_update();
         loop {
+            let wake = recheck.map_or(next_renew, |at| at.min(next_renew));
             tokio::select! {
-                () = sleep_until(next_renew) => {}
+                () = sleep_until(wake) => {}
+                // A switchover was requested: the renewal reads it.
+                () = notice(&mut notices, |now: &Notices| now.requests != requests) => {}
+                // Our health changed: the renewal says so at once, and
+                // brings back whom to hand over to.
+                Ok(()) = presence.changed() => {}
                 () = shutdown.cancelled() => return LeadEnd::Shutdown,
                 Some(request) = self.resign_rx.recv() => return LeadEnd::Resigned(request),
             }
+            requests = notices.borrow_and_update().requests;
             // After a pause (SIGSTOP, VM stall) we may wake past safe-until:
             // then the lease may already belong to someone else.
             if Instant::now() >= safe_until {
@@ -408,23 +558,27 @@ impl<B: Backend> Elector<B> {
             self.beat();
             let sent = Instant::now();
             let deadline = (sent + self.timing.retry_period).min(safe_until);
+            let me = self.presence.borrow().clone();
             let attempt = self
                 .backend
-                .renew(term, self.timing.lease_duration, deadline);
+                .renew(term, &me, self.timing.lease_duration, deadline);
             let result = tokio::select! {
                 result = bounded(deadline, attempt) => result,
                 () = shutdown.cancelled() => return LeadEnd::Shutdown,
             };
             let took = sent.elapsed();
             match result {
-                Ok(Renew::Renewed) if Instant::now() >= safe_until => {
+                Ok(Renew::Renewed { .. }) if Instant::now() >= safe_until => {
                     // The answer came as the term ran out: consumers that
                     // judge by the clock have already ended the term (its
                     // stopped_leading may have run), so it must stay over.
                     self.metrics.renewal("late", took);
                     return LeadEnd::SteppedDown(Reason::RenewFailed);
                 }
-                Ok(Renew::Renewed) => {
+                Ok(Renew::Renewed {
+                    switchover,
+                    standing,
+                }) => {
                     self.metrics.renewal("success", took);
                     backoff = self.timing.first_backoff();
                     self.backend_answered();
@@ -432,11 +586,47 @@ impl<B: Backend> Elector<B> {
                     next_renew = sent + self.timing.retry_period;
                     let lease_until = sent + self.timing.lease_duration;
                     self.publish_deadline(safe_until, lease_until);
+                    let decision = handover::decide(
+                        &me,
+                        switchover.as_ref(),
+                        &standing,
+                        self.conduct.preemption,
+                        &mut outranked,
+                        Instant::now(),
+                        SystemTime::now(),
+                    );
+                    recheck = None;
+                    match decision {
+                        Decision::Stay { recheck: at } => {
+                            recheck = at.map(instant_of);
+                            self.leading_unhealthy(false);
+                        }
+                        Decision::StayUnhealthy => self.leading_unhealthy(true),
+                        Decision::Drop { why } => {
+                            tracing::info!(%why, "the pending switchover has nothing left to do; removing it");
+                            self.end_switchover(safe_until).await;
+                        }
+                        Decision::HandOver { to, reason } => {
+                            if let Some(to) = self.target(to, reason, safe_until).await {
+                                return LeadEnd::HandOver { to, reason };
+                            }
+                        }
+                    }
                 }
                 Ok(Renew::Lost { holder }) => {
                     self.metrics.renewal("lost", took);
                     self.backend_answered();
                     return LeadEnd::LostTo(holder);
+                }
+                Ok(Renew::HandOver { to }) => {
+                    self.backend_answered();
+                    tracing::info!(preferred = %to, "the store asks for a handover; stepping down");
+                    // Exactly a resignation: step down, release once the
+                    // leader-only work stopped, then sit out a retry period.
+                    return LeadEnd::Resigned(Resign {
+                        reason: Reason::HandOver,
+                        then_exit: false,
+                    });
                 }
                 Err(err) => {
                     self.metrics.renewal("error", took);
@@ -447,6 +637,81 @@ impl<B: Backend> Elector<B> {
             }
             self.beat();
         }
+    }
+
+    /// The candidate a hand-over goes to, checked against who stands now;
+    /// `None` when there is nobody to hand over to (a switchover that cannot
+    /// be carried out is then removed, and said so).
+    async fn target(&mut self, to: Target, reason: Reason, safe_until: Instant) -> Option<String> {
+        if reason != Reason::Switchover {
+            // From the renewal itself: present and healthy just now.
+            return match to {
+                Target::Named(name) => Some(name),
+                Target::BestOther => None,
+            };
+        }
+        let deadline = (Instant::now() + self.timing.retry_period).min(safe_until);
+        let candidates = match bounded(
+            deadline,
+            self.backend
+                .candidates(self.timing.lease_duration, deadline),
+        )
+        .await
+        {
+            Ok(candidates) => candidates,
+            Err(err) => {
+                // Try again at the next renewal.
+                tracing::debug!(%err, "cannot list the candidates for a switchover");
+                return None;
+            }
+        };
+        let presences: Vec<&Presence> = candidates.iter().map(|c| &c.presence).collect();
+        let chosen = match &to {
+            Target::Named(name) => presences
+                .iter()
+                .find(|p| p.identity == *name && p.healthy)
+                .map(|p| p.identity.clone()),
+            Target::BestOther => handover::best_other(&self.identity, presences.iter().copied())
+                .map(|p| p.identity.clone()),
+        };
+        if chosen.is_none() {
+            let wanted = match &to {
+                Target::Named(name) => format!("{name} is not a present, healthy candidate"),
+                Target::BestOther => "no other healthy candidate stands".to_string(),
+            };
+            tracing::warn!(%wanted, "cannot carry out the switchover; removing it");
+            self.end_switchover(safe_until).await;
+        }
+        chosen
+    }
+
+    /// Removes the pending switchover (done, or impossible). Bounded.
+    async fn end_switchover(&self, safe_until: Instant) {
+        let deadline = (Instant::now() + self.timing.retry_period).min(safe_until);
+        if let Err(err) = bounded(
+            deadline,
+            self.backend.switchover(SwitchoverRequest::Cancel, deadline),
+        )
+        .await
+        {
+            tracing::warn!(%err, "could not remove the pending switchover");
+        }
+    }
+
+    /// Says (once per change) that we lead although unhealthy.
+    fn leading_unhealthy(&mut self, unhealthy: bool) {
+        if self.state.borrow().leading_unhealthy == unhealthy {
+            return;
+        }
+        if unhealthy {
+            tracing::warn!(
+                "leading although the health probe fails: no healthy candidate stands to hand over to"
+            );
+        }
+        self.publish(|state| {
+            state.leading_unhealthy = unhealthy;
+            true
+        });
     }
 
     fn became_leader(&mut self, term: &Term, sent: Instant) {
@@ -498,12 +763,13 @@ impl<B: Backend> Elector<B> {
                     .unwrap_or(SystemTime::UNIX_EPOCH),
             )
         };
-        tracing::warn!(
-            reason = reason.as_str(),
-            token,
-            led_until = %humantime::format_rfc3339_micros(ended),
-            "stepped down"
-        );
+        let led_until = humantime::format_rfc3339_micros(ended);
+        // A requested stop is routine; every other end of a term is news.
+        if reason == Reason::Shutdown {
+            tracing::info!(reason = reason.as_str(), token, %led_until, "stepped down");
+        } else {
+            tracing::warn!(reason = reason.as_str(), token, %led_until, "stepped down");
+        }
         self.publish(|state| {
             let token = state.term.take().map(|term| term.fencing_token);
             // Our own record is stale now; keep another holder we observed.
@@ -671,10 +937,19 @@ async fn bounded<T>(
         .unwrap_or_else(|_| Err(BackendError::timeout()))
 }
 
-/// Resolves on the next change notice; never, if the notice source is gone
-/// (followers then rely on the lease expiry alone).
-async fn notice(changes: &mut watch::Receiver<u64>) {
-    if changes.changed().await.is_err() {
+/// Resolves on the next notice that `news` says matters; never, if the
+/// notice source is gone (followers then rely on the lease expiry alone).
+async fn notice(notices: &mut watch::Receiver<Notices>, news: impl Fn(&Notices) -> bool) {
+    if notices.wait_for(|now| news(now)).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// A wall-clock instant as an instant of the monotonic clock (for timers).
+fn instant_of(at: SystemTime) -> Instant {
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        Ok(ahead) => now + ahead.min(Duration::from_secs(365 * 24 * 3600)),
+        Err(_) => now,
     }
 }

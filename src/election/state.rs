@@ -30,8 +30,18 @@ pub enum Reason {
     StepDown,
     /// The leader process exited on its own.
     LeaderProcessExited,
+    /// The store asked for a handover to another candidate (a Kubernetes
+    /// Lease's `preferredHolder`, Coordinated Leader Election).
+    HandOver,
     /// Another candidate's term was observed (for `new_leader`).
     Observed,
+    /// Handed over on an operator's request (`POST /switchover`).
+    Switchover,
+    /// Handed over to a healthy candidate because our health probe failed.
+    Unhealthy,
+    /// Handed over to a present, healthy candidate with a higher priority
+    /// (`election.preempt`).
+    Preempted,
 }
 
 impl Reason {
@@ -43,7 +53,11 @@ impl Reason {
             Reason::LockLost => "lock_lost",
             Reason::StepDown => "step_down",
             Reason::LeaderProcessExited => "leader_process_exited",
+            Reason::HandOver => "hand_over",
             Reason::Observed => "observed",
+            Reason::Switchover => "switchover",
+            Reason::Unhealthy => "unhealthy",
+            Reason::Preempted => "preempted",
         }
     }
 }
@@ -79,6 +93,14 @@ pub struct ElectionState {
     pub last_reason: Option<Reason>,
     /// Last time the election loop completed an iteration (for `/healthz`).
     pub heartbeat: Instant,
+    /// This instance only observes (`election.mode: observe`).
+    pub observer: bool,
+    /// Nobody holds the lease: it is reserved for this candidate (a
+    /// switchover or a health or priority handover in progress).
+    pub reserved_for: Option<String>,
+    /// We lead although our health probe fails, because no healthy
+    /// candidate stands.
+    pub leading_unhealthy: bool,
     /// Increases with every change consumers are woken for, so that a
     /// consumer can say which state it has acted on.
     pub version: u64,
@@ -108,6 +130,9 @@ impl ElectionState {
             backend_error: None,
             last_reason: None,
             heartbeat: Instant::now(),
+            observer: false,
+            reserved_for: None,
+            leading_unhealthy: false,
             version: 0,
         }
     }

@@ -11,7 +11,10 @@ use tokio::time::{Instant, advance, sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term};
+use crate::backend::{
+    Acquire, Backend, BackendError, Handoff, Holder, Notices, Observed, Presence, Renew, Standing,
+    Switchover, SwitchoverAnswer, SwitchoverRequest, Term,
+};
 use crate::metrics::Metrics;
 
 const TIMING: Timing = Timing {
@@ -27,6 +30,35 @@ struct Store {
     counter: u64,
     /// Token of the last term released on purpose.
     released: Option<u64>,
+    /// Presence and when it was last refreshed.
+    members: std::collections::BTreeMap<String, (Presence, Instant)>,
+    switchover: Option<Switchover>,
+    /// Only `to` may acquire until the instant.
+    handoff: Option<(String, Instant)>,
+}
+
+impl Store {
+    fn heard_of(&mut self, me: &Presence) {
+        self.members
+            .insert(me.identity.clone(), (me.clone(), Instant::now()));
+    }
+
+    fn standing(&self) -> Standing {
+        let now = Instant::now();
+        let healthy: Vec<&Presence> = self
+            .members
+            .values()
+            .filter(|(p, seen)| p.healthy && now - *seen < TIMING.lease_duration)
+            .map(|(p, _)| p)
+            .collect();
+        Standing {
+            preferred: healthy
+                .iter()
+                .max_by_key(|p| p.priority)
+                .map(|p| (p.identity.clone(), p.priority)),
+            healthy: healthy.len() as u64,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -44,12 +76,12 @@ enum Link {
 struct FakeBackend {
     store: Arc<Mutex<Store>>,
     link: Mutex<Link>,
-    ticks: Arc<watch::Sender<u64>>,
+    ticks: Arc<watch::Sender<Notices>>,
     calls: AtomicU32,
 }
 
 impl FakeBackend {
-    fn new(store: &Arc<Mutex<Store>>, ticks: &Arc<watch::Sender<u64>>) -> Arc<FakeBackend> {
+    fn new(store: &Arc<Mutex<Store>>, ticks: &Arc<watch::Sender<Notices>>) -> Arc<FakeBackend> {
         Arc::new(FakeBackend {
             store: store.clone(),
             link: Mutex::new(Link::Up),
@@ -84,14 +116,17 @@ impl Backend for FakeBackend {
 
     async fn acquire(
         &self,
-        identity: &str,
+        me: &Presence,
         lease: Duration,
         live_holder: Option<&Holder>,
+        _: Duration,
         _: Instant,
     ) -> Result<Acquire, BackendError> {
         self.reach().await?;
+        let identity = me.identity.as_str();
         let now = Instant::now();
         let mut store = self.store.lock().expect("store");
+        store.heard_of(me);
         if let Some((holder, _, expires)) = &store.holder
             && now < *expires
         {
@@ -105,6 +140,16 @@ impl Backend for FakeBackend {
         {
             return Ok(Acquire::Vanished);
         }
+        if let Some((to, until)) = &store.handoff
+            && now < *until
+            && to != identity
+        {
+            return Ok(Acquire::Reserved {
+                to: to.clone(),
+                remaining: *until - now,
+            });
+        }
+        store.handoff = None;
         store.counter += 1;
         let term = Term {
             id: format!("term-{}", store.counter),
@@ -120,22 +165,44 @@ impl Backend for FakeBackend {
         Ok(Acquire::Acquired(term))
     }
 
-    async fn renew(&self, term: &Term, lease: Duration, _: Instant) -> Result<Renew, BackendError> {
+    async fn renew(
+        &self,
+        term: &Term,
+        me: &Presence,
+        lease: Duration,
+        _: Instant,
+    ) -> Result<Renew, BackendError> {
         self.reach().await?;
         let now = Instant::now();
         let mut store = self.store.lock().expect("store");
-        match store.holder.as_mut() {
+        let standing = store.standing();
+        let switchover = store.switchover.clone();
+        let renewed = match store.holder.as_mut() {
             Some((_, claim, expires)) if *claim == term.claim && now < *expires => {
                 *expires = now + lease;
-                Ok(Renew::Renewed)
+                true
             }
-            other => Ok(Renew::Lost {
-                holder: other.map(|(holder, _, _)| holder.clone()),
-            }),
+            _ => false,
+        };
+        if renewed {
+            store.heard_of(me);
+            return Ok(Renew::Renewed {
+                switchover,
+                standing,
+            });
         }
+        Ok(Renew::Lost {
+            holder: store.holder.as_ref().map(|(holder, _, _)| holder.clone()),
+        })
     }
 
-    async fn release(&self, term: &Term, _: Instant) -> Result<bool, BackendError> {
+    async fn release(
+        &self,
+        term: &Term,
+        handoff: Option<&Handoff>,
+        lease: Duration,
+        _: Instant,
+    ) -> Result<bool, BackendError> {
         self.reach().await?;
         let mut store = self.store.lock().expect("store");
         let ours = store
@@ -145,12 +212,94 @@ impl Backend for FakeBackend {
         if ours {
             store.holder = None;
             store.released = Some(term.fencing_token);
-            self.ticks.send_modify(|n| *n += 1);
+            if let Some(handoff) = handoff {
+                store.handoff = Some((handoff.to.clone(), Instant::now() + lease));
+                if handoff.reason == "switchover" {
+                    store.switchover = None;
+                }
+            }
+            self.ticks.send_modify(|n| n.released += 1);
         }
         Ok(ours)
     }
 
-    fn changes(&self) -> watch::Receiver<u64> {
+    async fn observe(
+        &self,
+        me: Option<&Presence>,
+        _: Duration,
+        _: Instant,
+    ) -> Result<Observed, BackendError> {
+        self.reach().await?;
+        let now = Instant::now();
+        let mut store = self.store.lock().expect("store");
+        if let Some(me) = me {
+            store.heard_of(me);
+        }
+        Ok(match &store.holder {
+            Some((holder, _, expires)) if now < *expires => Observed::HeldBy {
+                holder: holder.clone(),
+                remaining: *expires - now,
+            },
+            _ => Observed::Free,
+        })
+    }
+
+    async fn candidates(
+        &self,
+        lease: Duration,
+        _: Instant,
+    ) -> Result<Vec<crate::backend::Candidate>, BackendError> {
+        self.reach().await?;
+        let now = Instant::now();
+        let store = self.store.lock().expect("store");
+        Ok(store
+            .members
+            .values()
+            .filter(|(_, seen)| now - *seen < lease)
+            .map(|(presence, seen)| crate::backend::Candidate {
+                presence: presence.clone(),
+                last_seen: now - *seen,
+            })
+            .collect())
+    }
+
+    async fn leave(&self, identity: &str, _: Instant) -> Result<(), BackendError> {
+        self.reach().await?;
+        self.store.lock().expect("store").members.remove(identity);
+        Ok(())
+    }
+
+    async fn switchover(
+        &self,
+        request: SwitchoverRequest,
+        _: Instant,
+    ) -> Result<SwitchoverAnswer, BackendError> {
+        self.reach().await?;
+        let mut store = self.store.lock().expect("store");
+        let answer = match request {
+            SwitchoverRequest::Record(record) => match &store.switchover {
+                Some(pending) => SwitchoverAnswer::Pending(pending.clone()),
+                None => {
+                    store.switchover = Some(record);
+                    SwitchoverAnswer::Done
+                }
+            },
+            SwitchoverRequest::Cancel => match store.switchover.take() {
+                Some(_) => SwitchoverAnswer::Done,
+                None => SwitchoverAnswer::None,
+            },
+            SwitchoverRequest::Get => match &store.switchover {
+                Some(pending) => SwitchoverAnswer::Pending(pending.clone()),
+                None => SwitchoverAnswer::None,
+            },
+        };
+        if matches!(answer, SwitchoverAnswer::Done) {
+            self.ticks.send_modify(|n| n.requests += 1);
+        }
+        Ok(answer)
+    }
+
+    fn notices(&self) -> watch::Receiver<Notices> {
         self.ticks.subscribe()
     }
 }
@@ -162,10 +311,39 @@ struct Candidate {
     task: tokio::task::JoinHandle<Outcome>,
 }
 
-fn start(name: &str, store: &Arc<Mutex<Store>>, ticks: &Arc<watch::Sender<u64>>) -> Candidate {
+fn presence(name: &str) -> Presence {
+    Presence {
+        identity: name.to_string(),
+        url: None,
+        version: "test".into(),
+        priority: 0,
+        healthy: true,
+        started_at: "2026-12-02T00:00:00Z".into(),
+        standing_aside: false,
+    }
+}
+
+fn start(name: &str, store: &Arc<Mutex<Store>>, ticks: &Arc<watch::Sender<Notices>>) -> Candidate {
+    start_with(presence(name), Conduct::default(), store, ticks).0
+}
+
+fn start_with(
+    me: Presence,
+    conduct: Conduct,
+    store: &Arc<Mutex<Store>>,
+    ticks: &Arc<watch::Sender<Notices>>,
+) -> (Candidate, watch::Sender<Presence>) {
     let backend = FakeBackend::new(store, ticks);
     let metrics = Arc::new(Metrics::new("test").expect("metrics"));
-    let mut elector = Elector::new(backend.clone(), "test", name, TIMING, metrics);
+    let (presence_tx, presence_rx) = watch::channel(me);
+    let mut elector = Elector::new(
+        backend.clone(),
+        "test",
+        presence_rx,
+        TIMING,
+        conduct,
+        metrics,
+    );
     let state = elector.subscribe();
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -176,18 +354,21 @@ fn start(name: &str, store: &Arc<Mutex<Store>>, ticks: &Arc<watch::Sender<u64>>)
         }
         outcome
     });
-    Candidate {
-        backend,
-        state,
-        shutdown,
-        task,
-    }
+    (
+        Candidate {
+            backend,
+            state,
+            shutdown,
+            task,
+        },
+        presence_tx,
+    )
 }
 
-fn world() -> (Arc<Mutex<Store>>, Arc<watch::Sender<u64>>) {
+fn world() -> (Arc<Mutex<Store>>, Arc<watch::Sender<Notices>>) {
     (
         Arc::new(Mutex::new(Store::default())),
-        Arc::new(watch::Sender::new(0)),
+        Arc::new(watch::Sender::new(Notices::default())),
     )
 }
 
@@ -422,4 +603,66 @@ async fn a_renewal_answered_just_as_safe_until_passes_does_not_revive_the_term()
         .expect("the term ended");
     assert_eq!(ended, safe_until);
     assert_eq!(a.state.borrow().last_reason, Some(Reason::RenewFailed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_hands_the_lease_to_the_named_candidate_only() {
+    let (store, ticks) = world();
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    let mut b = start("b", &store, &ticks);
+    let mut c = start("c", &store, &ticks);
+    until(&mut b, |s| s.leader.is_some()).await;
+    until(&mut c, |s| s.leader.is_some()).await;
+
+    let asked = Instant::now();
+    let answer = b
+        .backend
+        .switchover(
+            SwitchoverRequest::Record(Switchover {
+                id: "1".into(),
+                candidate: Some("c".into()),
+                scheduled_at: None,
+                requested_at: "2026-12-02T00:00:00Z".into(),
+                requested_via: "b".into(),
+                leader: "a".into(),
+            }),
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(answer, Ok(SwitchoverAnswer::Done));
+    let c_leads = until(&mut c, leading).await;
+    // Announced to the leader, carried out at once: no time passes.
+    assert_eq!(c_leads, asked);
+    assert_eq!(a.state.borrow().last_reason, Some(Reason::Switchover));
+    assert!(
+        b.state.borrow().term.is_none(),
+        "b took a lease reserved for c"
+    );
+    assert!(store.lock().expect("store").switchover.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_observer_never_acquires() {
+    let (store, ticks) = world();
+    let (mut o, _presence) = start_with(
+        presence("o"),
+        Conduct {
+            observer: true,
+            ..Conduct::default()
+        },
+        &store,
+        &ticks,
+    );
+    sleep(TIMING.lease_duration * 10).await;
+    assert!(o.state.borrow().term.is_none());
+    assert!(store.lock().expect("store").holder.is_none());
+    let mut a = start("a", &store, &ticks);
+    until(&mut a, leading).await;
+    until(&mut o, |s| {
+        s.leader.as_ref().is_some_and(|h| h.identity == "a")
+    })
+    .await;
+    // An observer is not a candidate.
+    assert!(!store.lock().expect("store").members.contains_key("o"));
 }

@@ -490,6 +490,39 @@ pub fn http_request(
     ))
 }
 
+/// Any method with a body and an optional `Authorization` header; the
+/// answer, whatever its status.
+pub fn http_request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    authorization: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .proxy(None)
+        .allow_non_standard_methods(true)
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json");
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let mut response = agent.run(request.body(body.as_bytes().to_vec())?)?;
+    let body = response.body_mut().read_to_vec()?;
+    Ok((
+        response.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
 /// GET with a total timeout; `None` on any error (refused, timeout, ...).
 pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Option<(u16, String)> {
     http_request(addr, "GET", path, timeout).ok()
@@ -514,6 +547,7 @@ pub fn leaderd_command() -> Command {
         "LEADERD_LISTEN",
         "LEADERD_LOG",
         "POD_NAME",
+        "POD_NAMESPACE",
     ] {
         cmd.env_remove(var);
     }
@@ -523,7 +557,13 @@ pub fn leaderd_command() -> Command {
 
 /// Runs `leaderd ARGS...` to completion (bounded), returning its output.
 pub fn run_leaderd(args: &[&str], timeout: Duration) -> Output {
+    run_leaderd_with_env(args, &[], timeout)
+}
+
+/// [`run_leaderd`] with extra environment variables.
+pub fn run_leaderd_with_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
     let mut child = leaderd_command()
+        .envs(env.iter().copied())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -336,7 +336,7 @@ Redis URL from the Secret into an in-memory volume, then checks the file.
     {{- toYaml .Values.livenessProbe | nindent 4 }}
   readinessProbe:
     httpGet:
-      path: /readyz
+      path: {{ include "leaderd.readinessPath" . }}
       port: leaderd-http
     {{- toYaml .Values.readinessProbe | nindent 4 }}
   securityContext:
@@ -359,6 +359,18 @@ Redis URL from the Secret into an in-memory volume, then checks the file.
       mountPath: /etc/leaderd-redis-password
       readOnly: true
     {{- end }}
+{{- end }}
+
+{{/*
+The readinessProbe's path. Standalone: /readyz (the pod is only leaderd and
+its leader process). Sidecar: /healthz, so that the workload's readiness
+does not follow the election backend (a pod is Ready only when all its
+containers are: a Redis outage would take every pod out of its Services);
+/readyz only with sidecar.readinessOnBackend. Never /leader: only one pod
+could be Ready, and a rolling update would stall.
+*/}}
+{{- define "leaderd.readinessPath" -}}
+{{- if or (eq .Values.mode "standalone") .Values.sidecar.readinessOnBackend }}/readyz{{ else }}/healthz{{ end }}
 {{- end }}
 
 {{- define "leaderd.sidecar.volumes" -}}
@@ -439,13 +451,13 @@ spec:
 {{/* The RBAC rules of the Kubernetes Lease backend. */}}
 {{- define "leaderd.leaseRules" -}}
 # Kubernetes Lease backend: the first candidate creates the Lease (create
-# cannot be limited to a name); everything else only on this Lease (watch
-# and list use a metadata.name field selector).
+# cannot be limited to a name); everything else only on this Lease (the
+# watch uses a metadata.name field selector, which resourceNames allows).
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["create"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   resourceNames: [{{ include "leaderd.leaseName" . | quote }}]
-  verbs: ["get", "list", "watch", "update"]
+  verbs: ["get", "watch", "update"]
 {{- end }}

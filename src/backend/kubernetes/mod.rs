@@ -14,6 +14,13 @@
 //!   it back, so both rules coexist). It only grows under CAS.
 //! - A release writes what client-go's `ReleaseOnCancel` writes: an empty
 //!   `holderIdentity` and `leaseDurationSeconds: 1`.
+//! - Coordinated Leader Election: a `preferredHolder` naming another
+//!   identity ends our term as it ends a client-go coordinated candidate's
+//!   ("end of term"), except that we release at once instead of letting the
+//!   Lease expire ([`Renew::HandOver`]); a released Lease reserved that way
+//!   is left to its preferred holder until it expires by our observation.
+//! - On becoming leader, an Event on the Lease as client-go records it
+//!   (`reason: LeaderElection`, `<identity> became leader`).
 
 mod watcher;
 
@@ -27,7 +34,11 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term, lock};
+use crate::backend::{
+    Acquire, Backend, BackendError, Candidate, Handoff, Holder, Notices, Observed, Presence, Renew,
+    SwitchoverAnswer, SwitchoverRequest, Term, lock,
+};
+use crate::kubernetes::{EventRecorder, Involved};
 use watcher::LeaseWatcher;
 
 pub struct KubernetesBackend {
@@ -41,14 +52,16 @@ pub struct KubernetesBackend {
     /// in that form: client-go's observedRecord / observedTime.
     observed: Mutex<Option<(LeaseSpec, Instant)>>,
     highest_token_seen: AtomicU64,
-    changes: watch::Receiver<u64>,
+    notices: watch::Receiver<Notices>,
+    events: EventRecorder,
     _watcher: LeaseWatcher,
 }
 
 impl KubernetesBackend {
     pub fn new(client: kube::Client, namespace: &str, name: &str) -> KubernetesBackend {
+        let events = EventRecorder::new(client.clone());
         let leases: Api<Lease> = Api::namespaced(client, namespace);
-        let (ticks, changes) = watch::channel(0);
+        let (ticks, notices) = watch::channel(Notices::default());
         let watcher = LeaseWatcher::spawn(leases.clone(), name.to_string(), ticks);
         KubernetesBackend {
             leases,
@@ -57,9 +70,21 @@ impl KubernetesBackend {
             cached: Mutex::new(None),
             observed: Mutex::new(None),
             highest_token_seen: AtomicU64::new(0),
-            changes,
+            notices,
+            events,
             _watcher: watcher,
         }
+    }
+
+    /// A new term of ours: say so on the Lease, as client-go does.
+    fn became_leader(&self, lease: &Lease, identity: &str) -> Term {
+        self.events.normal(
+            identity,
+            Involved::of("Lease", "coordination.k8s.io/v1", &lease.metadata),
+            "LeaderElection",
+            format!("{identity} became leader"),
+        );
+        term_of(lease, identity)
     }
 
     pub fn describe(&self) -> String {
@@ -172,11 +197,13 @@ impl Backend for KubernetesBackend {
 
     async fn acquire(
         &self,
-        identity: &str,
+        me: &Presence,
         lease: Duration,
         live_holder: Option<&Holder>,
+        _holdback: Duration,
         _deadline: Instant,
     ) -> Result<Acquire, BackendError> {
+        let identity = me.identity.as_str();
         let floor = self
             .highest_token_seen
             .load(Ordering::Relaxed)
@@ -188,7 +215,7 @@ impl Backend for KubernetesBackend {
             }
             let spec = new_term_spec(identity, lease, floor);
             return Ok(match self.create(spec).await? {
-                Some(created) => Acquire::Acquired(term_of(&created, identity)),
+                Some(created) => Acquire::Acquired(self.became_leader(&created, identity)),
                 None => self.held_or_retry().await?,
             });
         };
@@ -205,6 +232,14 @@ impl Backend for KubernetesBackend {
                 remaining: expires - now,
             });
         }
+        if now < expires && preferred_other(&spec, identity).is_some() {
+            // Released for a handover (Coordinated Leader Election): the
+            // preferred holder, or the controller on its behalf, takes it;
+            // if neither does before it expires, anyone may.
+            return Ok(Acquire::Contested {
+                retry_in: expires - now,
+            });
+        }
 
         // Free (released) or expired by our own observation: take it over
         // with a CAS on the resourceVersion we just read.
@@ -212,7 +247,7 @@ impl Backend for KubernetesBackend {
         let mut next = current;
         next.spec = Some(new_term_spec(identity, lease, token));
         match self.write(&next).await? {
-            Ok(written) => Ok(Acquire::Acquired(term_of(&written, identity))),
+            Ok(written) => Ok(Acquire::Acquired(self.became_leader(&written, identity))),
             Err(_) => self.held_or_retry().await,
         }
     }
@@ -220,6 +255,7 @@ impl Backend for KubernetesBackend {
     async fn renew(
         &self,
         term: &Term,
+        _me: &Presence,
         lease: Duration,
         _deadline: Instant,
     ) -> Result<Renew, BackendError> {
@@ -229,12 +265,24 @@ impl Backend for KubernetesBackend {
                 Ok(current) => current,
                 Err(holder) => return Ok(Renew::Lost { holder }),
             };
+            if let Some(to) = current
+                .spec
+                .as_ref()
+                .and_then(|spec| preferred_other(spec, &term.claim))
+            {
+                return Ok(Renew::HandOver { to });
+            }
             if let Some(spec) = current.spec.as_mut() {
                 spec.renew_time = Some(now_micro());
                 spec.lease_duration_seconds = Some(whole_seconds(lease));
             }
             match self.write(&current).await? {
-                Ok(_) => return Ok(Renew::Renewed),
+                Ok(_) => {
+                    return Ok(Renew::Renewed {
+                        switchover: None,
+                        standing: Default::default(),
+                    });
+                }
                 Err(404) => return Ok(Renew::Lost { holder: None }),
                 Err(_) => continue,
             }
@@ -245,7 +293,13 @@ impl Backend for KubernetesBackend {
         )))
     }
 
-    async fn release(&self, term: &Term, _deadline: Instant) -> Result<bool, BackendError> {
+    async fn release(
+        &self,
+        term: &Term,
+        _handoff: Option<&Handoff>,
+        _lease: Duration,
+        _deadline: Instant,
+    ) -> Result<bool, BackendError> {
         for _ in 0..2 {
             let mut current = match self.ours(term).await? {
                 Ok(current) => current,
@@ -271,8 +325,52 @@ impl Backend for KubernetesBackend {
         )))
     }
 
-    fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.clone()
+    async fn observe(
+        &self,
+        _me: Option<&Presence>,
+        _lease: Duration,
+        _deadline: Instant,
+    ) -> Result<Observed, BackendError> {
+        let now = Instant::now();
+        let Some(current) = self.read().await? else {
+            return Ok(Observed::Free);
+        };
+        let spec = current.spec.clone().unwrap_or_default();
+        let since = self.observed_since(&spec, now);
+        let expires = since + Duration::from_secs(seconds(&spec));
+        match holder_of(&spec) {
+            Some(holder) if now < expires => Ok(Observed::HeldBy {
+                holder,
+                remaining: expires - now,
+            }),
+            _ => Ok(Observed::Free),
+        }
+    }
+
+    async fn candidates(
+        &self,
+        _lease: Duration,
+        _deadline: Instant,
+    ) -> Result<Vec<Candidate>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    async fn leave(&self, _identity: &str, _deadline: Instant) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn switchover(
+        &self,
+        _request: SwitchoverRequest,
+        _deadline: Instant,
+    ) -> Result<SwitchoverAnswer, BackendError> {
+        Err(BackendError::new(
+            "switchover is not available on the Kubernetes backend yet",
+        ))
+    }
+
+    fn notices(&self) -> watch::Receiver<Notices> {
+        self.notices.clone()
     }
 }
 
@@ -386,6 +484,15 @@ fn holder_of(spec: &LeaseSpec) -> Option<Holder> {
         fencing_token: Some(token),
         term_id: Some(token.to_string()),
     })
+}
+
+/// The `preferredHolder` a Coordinated Leader Election controller set, if it
+/// names someone other than `identity`.
+fn preferred_other(spec: &LeaseSpec, identity: &str) -> Option<String> {
+    spec.preferred_holder
+        .as_deref()
+        .filter(|preferred| !preferred.is_empty() && *preferred != identity)
+        .map(str::to_string)
 }
 
 fn token_of(spec: &LeaseSpec) -> u64 {

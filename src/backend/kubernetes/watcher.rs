@@ -13,6 +13,8 @@ use kube::api::{Api, WatchEvent, WatchParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::backend::Notices;
+
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct LeaseWatcher {
@@ -20,7 +22,7 @@ pub struct LeaseWatcher {
 }
 
 impl LeaseWatcher {
-    pub fn spawn(leases: Api<Lease>, name: String, ticks: watch::Sender<u64>) -> LeaseWatcher {
+    pub fn spawn(leases: Api<Lease>, name: String, ticks: watch::Sender<Notices>) -> LeaseWatcher {
         LeaseWatcher {
             task: tokio::spawn(watch_lease(leases, name, ticks)),
         }
@@ -33,8 +35,15 @@ impl Drop for LeaseWatcher {
     }
 }
 
-async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<u64>) {
-    let tick = || ticks.send_modify(|n| *n = n.wrapping_add(1));
+async fn watch_lease(leases: Api<Lease>, name: String, ticks: watch::Sender<Notices>) {
+    // A change of holder or term may be a release or an acquisition: wake
+    // both kinds of waiter.
+    let tick = || {
+        ticks.send_modify(|n| {
+            n.released = n.released.wrapping_add(1);
+            n.acquired = n.acquired.wrapping_add(1);
+        })
+    };
     let namespace = leases.namespace().unwrap_or("default").to_string();
     let params = WatchParams::default()
         .fields(&format!("metadata.name={name}"))

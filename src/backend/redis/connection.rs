@@ -747,6 +747,14 @@ impl Connection {
                 if breaks_connection(&err) {
                     self.inner.lost(id);
                 }
+                // Redis at maxmemory refuses writes: a full store, not a
+                // broken one (counted and retried as such).
+                if err.code() == Some("OOM") {
+                    return Err(BackendError::store_full(format!(
+                        "{}: Redis is full (maxmemory) and refused to write: {err}",
+                        self.inner.shown
+                    )));
+                }
                 Err(error(&self.inner.shown, err))
             }
             Err(_) => {

@@ -19,7 +19,22 @@ pub struct Keys {
     /// Set (with a TTL of one lease) when the store had no fencing counter:
     /// nobody is granted the lease until it expires.
     pub quarantine: String,
-    /// Pub/sub channel on which acquire and release are announced.
+    /// Hash: identity → presence JSON of every candidate standing.
+    pub members: String,
+    /// Sorted set: identity → when it was last heard of (server ms).
+    pub seen: String,
+    /// Sorted set: healthy identity → priority.
+    pub preferred: String,
+    /// The pending switchover request (JSON), without a TTL.
+    pub switchover: String,
+    /// Set by a switchover's release, with a TTL of one lease: only the
+    /// candidate it names may acquire while it exists.
+    pub handoff: String,
+    /// When the lease was last found free (server ms), for the priority
+    /// hold-back.
+    pub vacant: String,
+    /// Pub/sub channel on which acquire, release and switchover requests
+    /// are announced.
     pub channel: String,
 }
 
@@ -31,6 +46,12 @@ impl Keys {
             fence: format!("{base}:fence"),
             released: format!("{base}:released"),
             quarantine: format!("{base}:quarantine"),
+            members: format!("{base}:members"),
+            seen: format!("{base}:seen"),
+            preferred: format!("{base}:preferred"),
+            switchover: format!("{base}:switchover"),
+            handoff: format!("{base}:handoff"),
+            vacant: format!("{base}:vacant"),
             channel: format!("{base}:events"),
         }
     }

@@ -31,11 +31,17 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, Backend, BackendError, Holder, Renew, Term, lock};
+use crate::backend::{
+    Acquire, Backend, BackendError, Candidate, Handoff, Holder, Notices, Observed, Presence, Renew,
+    Standing, Switchover, SwitchoverAnswer, SwitchoverRequest, Term, lock,
+};
 use crate::config::RedisSettings;
 pub use connection::{Connection, Security};
 pub use keys::{Keys, LockValue};
-use node::{AcquireArgs, Granted, Node, Released, Renewal, Scripts};
+use node::{
+    AcquireArgs, Granted, Looked, Node, ReleaseArgs, Released, RenewArgs, Renewal, Scripts,
+    SwitchoverReply,
+};
 use notices::NoticeListener;
 
 pub struct RedisBackend {
@@ -55,7 +61,7 @@ pub struct RedisBackend {
     /// The highest fencing token this candidate has seen in the store. If
     /// Redis loses its data, the next acquire continues above it.
     highest_token_seen: AtomicU64,
-    changes: watch::Receiver<u64>,
+    notices: watch::Receiver<Notices>,
     _notices: Vec<NoticeListener>,
 }
 
@@ -73,9 +79,9 @@ impl RedisBackend {
             .into_iter()
             .map(|connection| Node::new(connection, keys.clone(), scripts.clone()))
             .collect();
-        let (ticks, changes) = watch::channel(0);
+        let (ticks, notices) = watch::channel(Notices::default());
         let ticks = Arc::new(ticks);
-        let notices = nodes
+        let listeners = nodes
             .iter()
             .map(|node| {
                 NoticeListener::spawn(
@@ -94,8 +100,8 @@ impl RedisBackend {
             follows_failover: settings.config.sentinel.is_some(),
             term_master: std::sync::Mutex::new(None),
             highest_token_seen: AtomicU64::new(0),
-            changes,
-            _notices: notices,
+            notices,
+            _notices: listeners,
         })
     }
 
@@ -125,11 +131,18 @@ impl RedisBackend {
     /// never a term). `sealed`: the sealed value, which a server holds
     /// instead of its grant if the seal reached it.
     async fn undo(&self, grants: &[(usize, String, u64)], sealed: Option<&str>, deadline: Instant) {
-        join_all(
-            grants.iter().map(|(i, value, token)| {
-                self.nodes[*i].release(value, sealed, *token, "", deadline)
-            }),
-        )
+        join_all(grants.iter().map(|(i, value, token)| {
+            let args = ReleaseArgs {
+                claim: value,
+                also: sealed,
+                token: *token,
+                notice: "",
+                handoff: None,
+                lease: Duration::ZERO,
+                leave: None,
+            };
+            async move { self.nodes[*i].release(&args, deadline).await }
+        }))
         .await;
     }
 }
@@ -165,11 +178,14 @@ impl Backend for RedisBackend {
 
     async fn acquire(
         &self,
-        identity: &str,
+        me: &Presence,
         lease: Duration,
         live_holder: Option<&Holder>,
+        holdback: Duration,
         deadline: Instant,
     ) -> Result<Acquire, BackendError> {
+        let identity = me.identity.as_str();
+        let presence = serde_json::to_string(me).unwrap_or_default();
         // Keep a quarter of the time for undoing grants that do not make a
         // term: the caller cancels us at `deadline`, and an orphaned grant
         // would block every candidate for a whole lease.
@@ -195,6 +211,9 @@ impl Backend for RedisBackend {
             // With replicas to wait for, the term is announced only once
             // they have it.
             announce: !self.quorum_mode() && self.min_replica_acks == 0,
+            presence: &presence,
+            priority: me.priority,
+            holdback,
         };
         let node_deadline = self.node_deadline(work_deadline);
         let answers = join_all(
@@ -209,6 +228,8 @@ impl Backend for RedisBackend {
         let mut foreign = Vec::new();
         let mut vanished = 0;
         let mut quarantined = Vec::new();
+        let mut reserved = Vec::new();
+        let mut deferred = Vec::new();
         let mut errors = Vec::new();
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
@@ -223,6 +244,8 @@ impl Backend for RedisBackend {
                 Ok(Granted::Foreign(description)) => foreign.push(description),
                 Ok(Granted::Vanished) => vanished += 1,
                 Ok(Granted::Quarantined(remaining)) => quarantined.push(remaining),
+                Ok(Granted::Reserved { to, remaining }) => reserved.push((to, remaining)),
+                Ok(Granted::Deferred { to, remaining }) => deferred.push((to, remaining)),
                 Err(err) => errors.push(err),
             }
         }
@@ -282,6 +305,17 @@ impl Backend for RedisBackend {
                 .unwrap_or_default();
             return Ok(Acquire::Quarantined { remaining });
         }
+        // Kept free for another candidate, on enough servers to matter.
+        if reserved.len() + vanished + free >= self.majority()
+            && let Some((to, remaining)) = reserved.iter().min_by_key(|(_, left)| *left).cloned()
+        {
+            return Ok(Acquire::Reserved { to, remaining });
+        }
+        if deferred.len() + reserved.len() + vanished + free >= self.majority()
+            && let Some((to, remaining)) = deferred.iter().min_by_key(|(_, left)| *left).cloned()
+        {
+            return Ok(Acquire::Deferred { to, remaining });
+        }
         if let Some((holder, remaining)) = self.majority_holder(&held, free + vanished) {
             return Ok(Acquire::HeldBy { holder, remaining });
         }
@@ -308,6 +342,7 @@ impl Backend for RedisBackend {
     async fn renew(
         &self,
         term: &Term,
+        me: &Presence,
         lease: Duration,
         deadline: Instant,
     ) -> Result<Renew, BackendError> {
@@ -315,23 +350,47 @@ impl Backend for RedisBackend {
             return Ok(Renew::Lost { holder: None });
         }
         let node_deadline = self.node_deadline(deadline);
-        let restore = self.quorum_mode();
-        let answers = join_all(self.nodes.iter().map(|node| {
-            node.renew(
-                &term.claim,
-                term.fencing_token,
-                lease,
-                restore,
-                node_deadline,
-            )
-        }))
+        let presence = serde_json::to_string(me).unwrap_or_default();
+        let args = RenewArgs {
+            claim: &term.claim,
+            token: term.fencing_token,
+            lease,
+            restore: self.quorum_mode(),
+            identity: &me.identity,
+            presence: &presence,
+            priority: me.priority,
+        };
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.renew(&args, node_deadline)),
+        )
         .await;
         let mut renewed = 0;
+        let mut switchover = None;
+        let mut standing = Standing::default();
         let mut lost = Vec::new();
         let mut errors = Vec::new();
         for answer in answers {
             match answer {
-                Ok(Renewal::Renewed) => renewed += 1,
+                Ok(Renewal::Renewed {
+                    switchover: pending,
+                    standing: seen,
+                }) => {
+                    renewed += 1;
+                    // The best view: the most healthy candidates seen.
+                    if seen.healthy >= standing.healthy {
+                        standing = seen;
+                    }
+                    if let Some(json) = pending {
+                        match serde_json::from_str::<Switchover>(&json) {
+                            Ok(record) => switchover = Some(record),
+                            Err(err) => {
+                                tracing::warn!(%err, "a switchover record leaderd cannot read; ignored")
+                            }
+                        }
+                    }
+                }
                 Ok(Renewal::NotOurs(holder)) => {
                     if let Some(lock) = &holder {
                         self.saw_token(lock.token);
@@ -354,7 +413,10 @@ impl Backend for RedisBackend {
                     .replicated(self.min_replica_acks, deadline)
                     .await?;
             }
-            return Ok(Renew::Renewed);
+            return Ok(Renew::Renewed {
+                switchover,
+                standing,
+            });
         }
         // A majority can no longer be reached: the lease is gone.
         if lost.len() > self.nodes.len() - self.majority() {
@@ -378,18 +440,30 @@ impl Backend for RedisBackend {
         Err(failure(&errors, "no answer".to_string()))
     }
 
-    async fn release(&self, term: &Term, deadline: Instant) -> Result<bool, BackendError> {
+    async fn release(
+        &self,
+        term: &Term,
+        handoff: Option<&Handoff>,
+        lease: Duration,
+        deadline: Instant,
+    ) -> Result<bool, BackendError> {
         let notice = format!("released {}", term.fencing_token);
         let node_deadline = self.node_deadline(deadline);
-        let answers = join_all(self.nodes.iter().map(|node| {
-            node.release(
-                &term.claim,
-                None,
-                term.fencing_token,
-                &notice,
-                node_deadline,
-            )
-        }))
+        let handoff = handoff.map(|h| serde_json::to_string(h).unwrap_or_default());
+        let args = ReleaseArgs {
+            claim: &term.claim,
+            also: None,
+            token: term.fencing_token,
+            notice: &notice,
+            handoff: handoff.as_deref(),
+            lease,
+            leave: None,
+        };
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.release(&args, node_deadline)),
+        )
         .await;
         for answer in &answers {
             if let Ok(Released::YesForeignMarker(description)) = answer {
@@ -411,8 +485,175 @@ impl Backend for RedisBackend {
         }
     }
 
-    fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.clone()
+    async fn observe(
+        &self,
+        me: Option<&Presence>,
+        lease: Duration,
+        deadline: Instant,
+    ) -> Result<Observed, BackendError> {
+        let presence = me.map(|me| serde_json::to_string(me).unwrap_or_default());
+        let identity = me.map_or("", |me| me.identity.as_str());
+        let priority = me.map_or(0, |me| me.priority);
+        let node_deadline = self.node_deadline(deadline);
+        let answers = join_all(self.nodes.iter().map(|node| {
+            node.observe(
+                identity,
+                presence.as_deref(),
+                priority,
+                lease,
+                node_deadline,
+            )
+        }))
+        .await;
+        let mut held = Vec::new();
+        let mut free = 0;
+        let mut reserved = Vec::new();
+        let mut foreign = Vec::new();
+        let mut errors = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(Looked::Held { lock, remaining }) => {
+                    self.saw_token(lock.token);
+                    held.push((lock, remaining));
+                }
+                Ok(Looked::Free) => free += 1,
+                Ok(Looked::Reserved { to, remaining }) => reserved.push((to, remaining)),
+                Ok(Looked::Foreign(description)) => foreign.push(description),
+                Err(err) => errors.push(err),
+            }
+        }
+        if let Some((holder, remaining)) = self.majority_holder(&held, free + reserved.len()) {
+            return Ok(Observed::HeldBy { holder, remaining });
+        }
+        if reserved.len() + free >= self.majority()
+            && let Some((to, remaining)) = reserved.into_iter().min_by_key(|(_, left)| *left)
+        {
+            return Ok(Observed::Reserved { to, remaining });
+        }
+        if let Some(description) = foreign.into_iter().next() {
+            return Ok(Observed::Foreign { description });
+        }
+        if errors.len() < self.majority() {
+            return Ok(Observed::Free);
+        }
+        Err(failure(&errors, "no answer".to_string()))
+    }
+
+    async fn candidates(
+        &self,
+        lease: Duration,
+        deadline: Instant,
+    ) -> Result<Vec<Candidate>, BackendError> {
+        let node_deadline = self.node_deadline(deadline);
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.members(lease, node_deadline)),
+        )
+        .await;
+        // Presence is written to every server a candidate reaches: merge.
+        let mut merged: HashMap<String, Candidate> = HashMap::new();
+        let mut errors = Vec::new();
+        let mut answered = 0;
+        for answer in answers {
+            match answer {
+                Ok(listed) => {
+                    answered += 1;
+                    for (identity, json, last_seen) in listed {
+                        let Ok(presence) = serde_json::from_str::<Presence>(&json) else {
+                            continue;
+                        };
+                        let fresher = merged
+                            .get(&identity)
+                            .is_none_or(|known| last_seen < known.last_seen);
+                        if fresher {
+                            merged.insert(
+                                identity,
+                                Candidate {
+                                    presence,
+                                    last_seen,
+                                },
+                            );
+                        }
+                    }
+                }
+                Err(err) => errors.push(err),
+            }
+        }
+        if answered == 0 {
+            return Err(failure(&errors, "no answer".to_string()));
+        }
+        let mut candidates: Vec<Candidate> = merged.into_values().collect();
+        candidates.sort_by(|a, b| a.presence.identity.cmp(&b.presence.identity));
+        Ok(candidates)
+    }
+
+    async fn leave(&self, identity: &str, deadline: Instant) -> Result<(), BackendError> {
+        let node_deadline = self.node_deadline(deadline);
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.leave(identity, node_deadline)),
+        )
+        .await;
+        if answers.iter().any(Result::is_ok) {
+            return Ok(());
+        }
+        let errors: Vec<BackendError> = answers.into_iter().filter_map(Result::err).collect();
+        Err(failure(&errors, "no answer".to_string()))
+    }
+
+    async fn switchover(
+        &self,
+        request: SwitchoverRequest,
+        deadline: Instant,
+    ) -> Result<SwitchoverAnswer, BackendError> {
+        let (op, record) = match &request {
+            SwitchoverRequest::Record(record) => {
+                ("request", serde_json::to_string(record).unwrap_or_default())
+            }
+            SwitchoverRequest::Cancel => ("cancel", String::new()),
+            SwitchoverRequest::Get => ("get", String::new()),
+        };
+        let node_deadline = self.node_deadline(deadline);
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.switchover(op, &record, node_deadline)),
+        )
+        .await;
+        let mut done = 0;
+        let mut pending = None;
+        let mut errors = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(SwitchoverReply::Done) => done += 1,
+                Ok(SwitchoverReply::Pending(json)) => {
+                    if let Ok(record) = serde_json::from_str::<Switchover>(&json) {
+                        pending = Some(record);
+                    }
+                }
+                Ok(SwitchoverReply::None) => {}
+                Err(err) => errors.push(err),
+            }
+        }
+        if errors.len() >= self.majority() {
+            return Err(failure(&errors, "no answer".to_string()));
+        }
+        Ok(match request {
+            // Recorded where a majority (the leader's) will see it.
+            SwitchoverRequest::Record(_) if done >= self.majority() => SwitchoverAnswer::Done,
+            SwitchoverRequest::Cancel if done > 0 => SwitchoverAnswer::Done,
+            _ => match pending {
+                Some(record) => SwitchoverAnswer::Pending(record),
+                None if done > 0 => SwitchoverAnswer::Done,
+                None => SwitchoverAnswer::None,
+            },
+        })
+    }
+
+    fn notices(&self) -> watch::Receiver<Notices> {
+        self.notices.clone()
     }
 }
 

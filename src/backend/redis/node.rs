@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::connection::Connection;
 use super::keys::{Keys, LockValue};
-use crate::backend::{BackendError, lock};
+use crate::backend::{BackendError, Standing, lock};
 
 /// The scripts, loaded once and shared by every node (EVALSHA, with a
 /// reload on NOSCRIPT after a server restart).
@@ -19,6 +19,9 @@ pub struct Scripts {
     renew: Script,
     release: Script,
     seal: Script,
+    observe: Script,
+    members: Script,
+    switchover: Script,
 }
 
 impl Scripts {
@@ -28,6 +31,9 @@ impl Scripts {
             renew: Script::new(include_str!("renew.lua")),
             release: Script::new(include_str!("release.lua")),
             seal: Script::new(include_str!("seal.lua")),
+            observe: Script::new(include_str!("observe.lua")),
+            members: Script::new(include_str!("members.lua")),
+            switchover: Script::new(include_str!("switchover.lua")),
         }
     }
 
@@ -38,6 +44,9 @@ impl Scripts {
             self.renew.clone(),
             self.release.clone(),
             self.seal.clone(),
+            self.observe.clone(),
+            self.members.clone(),
+            self.switchover.clone(),
         ]
     }
 }
@@ -60,6 +69,11 @@ pub enum Granted {
     /// The server had no fencing counter (new, or it lost its data): it
     /// grants nothing for this long.
     Quarantined(Duration),
+    /// Free, but reserved for `to` by a switchover, for `remaining`.
+    Reserved { to: String, remaining: Duration },
+    /// Free, but kept for `to`, present, healthy and preferred, for
+    /// `remaining`.
+    Deferred { to: String, remaining: Duration },
 }
 
 /// The arguments of one acquire attempt, the same for every server.
@@ -72,12 +86,22 @@ pub struct AcquireArgs<'a> {
     pub guard: u64,
     /// Announce the term from the acquire script (single-server mode).
     pub announce: bool,
+    /// The caller's presence record (JSON).
+    pub presence: &'a str,
+    pub priority: i64,
+    /// How long a vacancy is kept for a preferred candidate.
+    pub holdback: Duration,
 }
 
 /// What one server answered to a renew.
 #[derive(Debug, Clone)]
 pub enum Renewal {
-    Renewed,
+    /// Renewed; the pending switchover request, if any (JSON), and who
+    /// else stands.
+    Renewed {
+        switchover: Option<String>,
+        standing: Standing,
+    },
     /// Not ours any more; what the key holds instead, if it is ours to read.
     NotOurs(Option<LockValue>),
     /// Restoring the key would touch something leaderd did not write.
@@ -85,6 +109,18 @@ pub enum Renewal {
     /// The renewal reached the server after the call's deadline: a term
     /// that may be over by now is not extended.
     Late,
+}
+
+/// The arguments of one renewal.
+pub struct RenewArgs<'a> {
+    pub claim: &'a str,
+    pub token: u64,
+    pub lease: Duration,
+    /// Restore the key if it is missing (quorum mode).
+    pub restore: bool,
+    pub identity: &'a str,
+    pub presence: &'a str,
+    pub priority: i64,
 }
 
 /// What one server answered to a release.
@@ -95,6 +131,51 @@ pub enum Released {
     /// Released, but the released-token key holds something leaderd did
     /// not write (left alone).
     YesForeignMarker(String),
+}
+
+/// The arguments of one release.
+pub struct ReleaseArgs<'a> {
+    pub claim: &'a str,
+    /// Another value that is also ours (the sealed form of a grant).
+    pub also: Option<&'a str>,
+    pub token: u64,
+    /// The notice to publish; empty: free the key silently (an undo).
+    pub notice: &'a str,
+    /// The switchover's handoff record (JSON).
+    pub handoff: Option<&'a str>,
+    pub lease: Duration,
+    /// Remove this identity from the members (leaving for good).
+    pub leave: Option<&'a str>,
+}
+
+/// What a look at the lease found.
+#[derive(Debug, Clone)]
+pub enum Looked {
+    Held {
+        lock: LockValue,
+        remaining: Duration,
+    },
+    Free,
+    Reserved {
+        to: String,
+        remaining: Duration,
+    },
+    Foreign(String),
+}
+
+/// One candidate as the store lists it: identity, presence JSON, and how
+/// long ago it was last heard of.
+pub type Listed = (String, String, Duration);
+
+/// What one server answered about the pending switchover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchoverReply {
+    /// Request: recorded. Cancel: one was pending and is gone.
+    Done,
+    /// Request: another is pending (JSON). Get: this one is pending.
+    Pending(String),
+    /// Get / cancel: none was pending.
+    None,
 }
 
 pub struct Node {
@@ -192,23 +273,37 @@ impl Node {
         args: &AcquireArgs<'_>,
         deadline: Instant,
     ) -> Result<Granted, BackendError> {
+        let json = serde_json::json!({
+            "identity": args.identity,
+            "term": args.term_id,
+            "lease_ms": millis(args.lease),
+            "floor": args.floor,
+            "acquired_at": args.acquired_at,
+            "channel": self.keys.channel,
+            "guard": args.guard,
+            "announce": args.announce,
+            "presence": args.presence,
+            "member_ttl_ms": millis(args.lease),
+            "priority": args.priority,
+            "holdback_ms": millis(args.holdback),
+        })
+        .to_string();
+        let keys = &self.keys;
         let reply: Value = self
             .connection
             .run(deadline, |mut conn| async move {
                 self.scripts
                     .acquire
-                    .key(&self.keys.lock)
-                    .key(&self.keys.fence)
-                    .key(&self.keys.released)
-                    .key(&self.keys.quarantine)
-                    .arg(args.identity)
-                    .arg(args.term_id)
-                    .arg(millis(args.lease))
-                    .arg(args.floor)
-                    .arg(args.acquired_at)
-                    .arg(&self.keys.channel)
-                    .arg(args.guard)
-                    .arg(if args.announce { "1" } else { "0" })
+                    .key(&keys.lock)
+                    .key(&keys.fence)
+                    .key(&keys.released)
+                    .key(&keys.quarantine)
+                    .key(&keys.members)
+                    .key(&keys.seen)
+                    .key(&keys.preferred)
+                    .key(&keys.handoff)
+                    .key(&keys.vacant)
+                    .arg(json)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -225,34 +320,189 @@ impl Node {
                     value: text(value).ok_or_else(unexpected)?,
                 })
             }
-            [Value::Int(0), value, Value::Int(pttl)] => {
-                let value = text(value).ok_or_else(unexpected)?;
-                let Some(lock) = LockValue::parse(&value) else {
-                    return Ok(Granted::Foreign(format!(
-                        "{} holds a value leaderd did not write: {:?}",
-                        self.keys.lock,
-                        truncate(&value, 80)
-                    )));
-                };
-                if *pttl < 0 {
-                    return Ok(Granted::Foreign(format!(
-                        "{} has no expiry; leaderd never writes it so",
-                        self.keys.lock
-                    )));
-                }
-                Ok(Granted::Held {
-                    lock,
-                    remaining: Duration::from_millis(u64::try_from(*pttl).unwrap_or(0)),
-                })
-            }
+            [Value::Int(0), value, Value::Int(pttl)] => match self.held(value, *pttl)? {
+                Looked::Held { lock, remaining } => Ok(Granted::Held { lock, remaining }),
+                Looked::Foreign(description) => Ok(Granted::Foreign(description)),
+                _ => Err(unexpected()),
+            },
             [Value::Int(2), description] => {
                 Ok(Granted::Foreign(text(description).ok_or_else(unexpected)?))
             }
             [Value::Int(3)] => Ok(Granted::Vanished),
-            [Value::Int(4), Value::Int(wait_ms)] => Ok(Granted::Quarantined(
-                Duration::from_millis(u64::try_from(*wait_ms).unwrap_or(0)),
-            )),
+            [Value::Int(4), Value::Int(wait_ms)] => Ok(Granted::Quarantined(ms(*wait_ms))),
             [Value::Int(5), error] => Err(self.full(error)),
+            [Value::Int(6), to, Value::Int(wait_ms)] => Ok(Granted::Reserved {
+                to: text(to).ok_or_else(unexpected)?,
+                remaining: ms(*wait_ms),
+            }),
+            [Value::Int(7), to, Value::Int(wait_ms)] => Ok(Granted::Deferred {
+                to: text(to).ok_or_else(unexpected)?,
+                remaining: ms(*wait_ms),
+            }),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// A lock key's value and PTTL as a holder, or as something foreign.
+    fn held(&self, value: &Value, pttl: i64) -> Result<Looked, BackendError> {
+        let value = text(value).ok_or_else(|| self.unexpected("read the lease", value))?;
+        let Some(lock) = LockValue::parse(&value) else {
+            return Ok(Looked::Foreign(format!(
+                "{} holds a value leaderd did not write: {:?}",
+                self.keys.lock,
+                truncate(&value, 80)
+            )));
+        };
+        if pttl < 0 {
+            return Ok(Looked::Foreign(format!(
+                "{} has no expiry; leaderd never writes it so",
+                self.keys.lock
+            )));
+        }
+        Ok(Looked::Held {
+            lock,
+            remaining: ms(pttl),
+        })
+    }
+
+    /// Looks at the lease without competing; refreshes `presence` (a
+    /// candidate standing aside) if given.
+    pub async fn observe(
+        &self,
+        identity: &str,
+        presence: Option<&str>,
+        priority: i64,
+        lease: Duration,
+        deadline: Instant,
+    ) -> Result<Looked, BackendError> {
+        let json = serde_json::json!({
+            "identity": identity,
+            "presence": presence,
+            "priority": priority,
+            "member_ttl_ms": millis(lease),
+        })
+        .to_string();
+        let keys = &self.keys;
+        let reply: Value = self
+            .connection
+            .run(deadline, |mut conn| async move {
+                self.scripts
+                    .observe
+                    .key(&keys.lock)
+                    .key(&keys.members)
+                    .key(&keys.seen)
+                    .key(&keys.preferred)
+                    .key(&keys.handoff)
+                    .arg(json)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let unexpected = || self.unexpected("observe", &reply);
+        let Value::Array(items) = &reply else {
+            return Err(unexpected());
+        };
+        match items.as_slice() {
+            [Value::Int(0), value, Value::Int(pttl)] => self.held(value, *pttl),
+            [Value::Int(8)] => Ok(Looked::Free),
+            [Value::Int(6), to, Value::Int(wait_ms)] => Ok(Looked::Reserved {
+                to: text(to).ok_or_else(unexpected)?,
+                remaining: ms(*wait_ms),
+            }),
+            [Value::Int(2), description] => {
+                Ok(Looked::Foreign(text(description).ok_or_else(unexpected)?))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The candidates this server has heard of within `lease`.
+    pub async fn members(
+        &self,
+        lease: Duration,
+        deadline: Instant,
+    ) -> Result<Vec<Listed>, BackendError> {
+        let json = serde_json::json!({"op": "list", "member_ttl_ms": millis(lease)}).to_string();
+        let reply = self.run_members(json, deadline).await?;
+        let unexpected = || self.unexpected("list members", &reply);
+        let Value::Array(items) = &reply else {
+            return Err(unexpected());
+        };
+        match items.as_slice() {
+            [Value::Int(2), description] => {
+                Err(BackendError::new(text(description).unwrap_or_default()))
+            }
+            [Value::Int(now_ms), rest @ ..] => rest
+                .chunks(3)
+                .map(|chunk| match chunk {
+                    [identity, presence, Value::Int(seen_ms)] => Ok((
+                        text(identity).ok_or_else(unexpected)?,
+                        text(presence).ok_or_else(unexpected)?,
+                        ms(now_ms.saturating_sub(*seen_ms)),
+                    )),
+                    _ => Err(unexpected()),
+                })
+                .collect(),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Removes `identity` from the members (it leaves for good).
+    pub async fn leave(&self, identity: &str, deadline: Instant) -> Result<(), BackendError> {
+        let json = serde_json::json!({"op": "leave", "identity": identity}).to_string();
+        self.run_members(json, deadline).await.map(|_| ())
+    }
+
+    async fn run_members(&self, json: String, deadline: Instant) -> Result<Value, BackendError> {
+        let keys = &self.keys;
+        self.connection
+            .run(deadline, |mut conn| async move {
+                self.scripts
+                    .members
+                    .key(&keys.members)
+                    .key(&keys.seen)
+                    .key(&keys.preferred)
+                    .arg(json)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// `op`: `request` (with `record`), `cancel` or `get`.
+    pub async fn switchover(
+        &self,
+        op: &str,
+        record: &str,
+        deadline: Instant,
+    ) -> Result<SwitchoverReply, BackendError> {
+        let json = serde_json::json!({"op": op, "record": record, "channel": self.keys.channel})
+            .to_string();
+        let keys = &self.keys;
+        let reply: Value = self
+            .connection
+            .run(deadline, |mut conn| async move {
+                self.scripts
+                    .switchover
+                    .key(&keys.switchover)
+                    .arg(json)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let unexpected = || self.unexpected("switchover", &reply);
+        let Value::Array(items) = &reply else {
+            return Err(unexpected());
+        };
+        match (op, items.as_slice()) {
+            ("request" | "cancel", [Value::Int(1)]) => Ok(SwitchoverReply::Done),
+            ("request" | "get", [Value::Int(_), record]) => Ok(SwitchoverReply::Pending(
+                text(record).ok_or_else(unexpected)?,
+            )),
+            (_, [Value::Int(0)]) => Ok(SwitchoverReply::None),
+            (_, [Value::Int(2), description]) => {
+                Err(BackendError::new(text(description).unwrap_or_default()))
+            }
             _ => Err(unexpected()),
         }
     }
@@ -297,26 +547,35 @@ impl Node {
     /// it only gets it later (delayed in the network).
     pub async fn renew(
         &self,
-        claim: &str,
-        token: u64,
-        lease: Duration,
-        restore_missing: bool,
+        args: &RenewArgs<'_>,
         deadline: Instant,
     ) -> Result<Renewal, BackendError> {
-        let server_deadline = self.server_deadline(deadline);
+        let json = serde_json::json!({
+            "value": args.claim,
+            "lease_ms": millis(args.lease),
+            "token": args.token,
+            "restore": args.restore,
+            "deadline_us": self.server_deadline(deadline),
+            "identity": args.identity,
+            "presence": args.presence,
+            "priority": args.priority,
+            "member_ttl_ms": millis(args.lease),
+        })
+        .to_string();
+        let keys = &self.keys;
         let reply: Value = self
             .connection
             .run(deadline, |mut conn| async move {
                 self.scripts
                     .renew
-                    .key(&self.keys.lock)
-                    .key(&self.keys.fence)
-                    .key(&self.keys.released)
-                    .arg(claim)
-                    .arg(millis(lease))
-                    .arg(if restore_missing { "1" } else { "0" })
-                    .arg(token)
-                    .arg(server_deadline)
+                    .key(&keys.lock)
+                    .key(&keys.fence)
+                    .key(&keys.released)
+                    .key(&keys.members)
+                    .key(&keys.seen)
+                    .key(&keys.preferred)
+                    .key(&keys.switchover)
+                    .arg(json)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -325,9 +584,22 @@ impl Node {
             return Err(self.unexpected("renew", &reply));
         };
         match items.as_slice() {
-            [Value::Int(1), Value::Int(now_us)] => {
+            [
+                Value::Int(1),
+                Value::Int(now_us),
+                switchover,
+                preferred,
+                Value::Int(priority),
+                Value::Int(healthy),
+            ] => {
                 self.saw_clock(*now_us);
-                Ok(Renewal::Renewed)
+                Ok(Renewal::Renewed {
+                    switchover: text(switchover),
+                    standing: Standing {
+                        preferred: text(preferred).map(|identity| (identity, *priority)),
+                        healthy: u64::try_from(*healthy).unwrap_or(0),
+                    },
+                })
             }
             [Value::Int(0), rest @ ..] => Ok(Renewal::NotOurs(
                 rest.first()
@@ -348,28 +620,38 @@ impl Node {
         }
     }
 
-    /// Frees the lease if it holds `claim` (or `also`, another value of
-    /// ours); `notice` empty = silently, without recording the release.
+    /// Frees the lease if it holds our claim (or the other form of it).
     pub async fn release(
         &self,
-        claim: &str,
-        also: Option<&str>,
-        token: u64,
-        notice: &str,
+        args: &ReleaseArgs<'_>,
         deadline: Instant,
     ) -> Result<Released, BackendError> {
+        let json = serde_json::json!({
+            "value": args.claim,
+            "also": args.also.unwrap_or(""),
+            "token": args.token,
+            "channel": self.keys.channel,
+            "notice": args.notice,
+            "handoff": args.handoff.unwrap_or(""),
+            "lease_ms": millis(args.lease),
+            "leave": args.leave.unwrap_or(""),
+        })
+        .to_string();
+        let keys = &self.keys;
         let reply: Value = self
             .connection
             .run(deadline, |mut conn| async move {
                 self.scripts
                     .release
-                    .key(&self.keys.lock)
-                    .key(&self.keys.released)
-                    .arg(claim)
-                    .arg(&self.keys.channel)
-                    .arg(notice)
-                    .arg(token)
-                    .arg(also.unwrap_or(""))
+                    .key(&keys.lock)
+                    .key(&keys.released)
+                    .key(&keys.handoff)
+                    .key(&keys.switchover)
+                    .key(&keys.vacant)
+                    .key(&keys.members)
+                    .key(&keys.seen)
+                    .key(&keys.preferred)
+                    .arg(json)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -397,6 +679,10 @@ impl Node {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn ms(n: i64) -> Duration {
+    Duration::from_millis(u64::try_from(n).unwrap_or(0))
 }
 
 fn text(value: &Value) -> Option<String> {

@@ -1,6 +1,7 @@
-//! Listens on the election's pub/sub channel and turns every release notice
-//! into a tick on a `watch` channel, so that followers wake the moment a
-//! leader steps down instead of at their next poll.
+//! Listens on the election's pub/sub channel and counts its notices
+//! (releases, acquisitions, switchover requests) on a `watch` channel, so
+//! that followers wake the moment a leader steps down, and the leader the
+//! moment a switchover is requested, instead of at their next poll.
 //!
 //! Notices are an accelerator, not a source of truth: a follower still wakes
 //! at the lease's observed expiry if a notice is lost. After every
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::connection::Connection;
+use crate::backend::Notices;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,7 +31,7 @@ impl NoticeListener {
     pub fn spawn(
         connection: Arc<Connection>,
         channel: String,
-        ticks: Arc<watch::Sender<u64>>,
+        ticks: Arc<watch::Sender<Notices>>,
     ) -> NoticeListener {
         NoticeListener {
             task: tokio::spawn(listen(connection, channel, ticks)),
@@ -43,8 +45,20 @@ impl Drop for NoticeListener {
     }
 }
 
-async fn listen(connection: Arc<Connection>, channel: String, ticks: Arc<watch::Sender<u64>>) {
-    let tick = || ticks.send_modify(|n| *n = n.wrapping_add(1));
+async fn listen(connection: Arc<Connection>, channel: String, ticks: Arc<watch::Sender<Notices>>) {
+    let tick = |released: bool, acquired: bool, requests: bool| {
+        ticks.send_modify(|n| {
+            if released {
+                n.released = n.released.wrapping_add(1);
+            }
+            if acquired {
+                n.acquired = n.acquired.wrapping_add(1);
+            }
+            if requests {
+                n.requests = n.requests.wrapping_add(1);
+            }
+        })
+    };
     let mut backoff = Duration::from_millis(50);
     loop {
         let subscribed = timeout(CONNECT_TIMEOUT, async {
@@ -66,17 +80,16 @@ async fn listen(connection: Arc<Connection>, channel: String, ticks: Arc<watch::
         match subscribed {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(50);
-                tick();
+                // Anything may have happened while we were not listening.
+                tick(true, true, true);
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {
-                    // Only a release frees the lease. The followers that
-                    // lose the race to a release learn the new holder from
-                    // that same attempt, so waking them again for the
-                    // winner's "acquired" notice would only double the load
-                    // of every handover.
-                    if message.get_payload_bytes().starts_with(b"released") {
-                        tick();
-                    }
+                    let payload = message.get_payload_bytes();
+                    tick(
+                        payload.starts_with(b"released"),
+                        payload.starts_with(b"acquired"),
+                        payload.starts_with(b"switchover"),
+                    );
                 }
                 tracing::debug!(%channel, "notice subscription ended; resubscribing");
             }

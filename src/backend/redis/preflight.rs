@@ -180,7 +180,11 @@ async fn check(
     {
         Ok(info) => info,
         Err(err) => {
-            report.errors.push(format!("cannot reach Redis: {err}"));
+            // The error names the server already, and so does the prefix
+            // `preflight` puts on every line of the report: say it once.
+            let prefix = format!("{}: ", report.url);
+            let why = err.message.strip_prefix(&prefix).unwrap_or(&err.message);
+            report.errors.push(format!("cannot reach Redis: {why}"));
             return report;
         }
     };

@@ -1,13 +1,22 @@
 -- Frees the lease only if it still holds exactly the value this term wrote
 -- (compare-and-DEL), then wakes the waiting candidates through pub/sub.
 --
--- KEYS[1] lock key     KEYS[2] last released token
--- ARGV[1] our lock value                   ARGV[2] pub/sub channel
--- ARGV[3] notice to publish, or '' to free the key silently (quorum mode
---         undoing a partial grant, which was never a term)
--- ARGV[4] our fencing token
--- ARGV[5] another value that is also ours, or '' (quorum mode: the sealed
---         form of a grant, when it is unknown whether the seal was applied)
+-- KEYS[1] lock     KEYS[2] last released token   KEYS[3] handoff
+-- KEYS[4] switchover    KEYS[5] vacant since
+-- KEYS[6] members  KEYS[7] seen  KEYS[8] preferred
+-- ARGV[1] JSON {
+--   value: our lock value, also: another value that is also ours or ''
+--          (quorum mode: the sealed form of a grant, when it is unknown
+--          whether the seal was applied),
+--   token, channel,
+--   notice: the notice to publish, or '' to free the key silently (quorum
+--           mode undoing a partial grant, which was never a term),
+--   handoff: JSON text of a handover's handoff, or '' (only the candidate
+--            it names, `to`, may acquire until it expires; a switchover's
+--            also removes the switchover record it carried out),
+--   lease_ms,
+--   leave: identity to remove from the members (shutdown), or ''
+-- }
 --
 -- The released token tells followers that the lease ended on purpose, not
 -- because the store lost it (see acquire.lua); it is recorded even where the
@@ -19,26 +28,41 @@
 --         {0}              the lease was not ours
 --         {2, description} released, but the released-token key holds
 --                          something leaderd did not write (left alone)
+if redis.replicate_commands then redis.replicate_commands() end
+local args = cjson.decode(ARGV[1])
 local current = redis.pcall('GET', KEYS[1])
-local ours = current == ARGV[1] or (ARGV[5] ~= '' and current == ARGV[5])
+local ours = current == args.value or (args.also ~= '' and current == args.also)
 if ours then
   redis.call('DEL', KEYS[1])
 end
-if ARGV[3] == '' then
+if args.notice == '' then
   return {ours and 1 or 0}
 end
+if args.leave ~= '' and redis.call('TYPE', KEYS[6])['ok'] == 'hash' then
+  redis.call('HDEL', KEYS[6], args.leave)
+  redis.pcall('ZREM', KEYS[7], args.leave)
+  redis.pcall('ZREM', KEYS[8], args.leave)
+end
+local warning = nil
 local released = redis.pcall('GET', KEYS[2])
 if type(released) == 'table' or (released ~= false and tonumber(released) == nil) then
-  if ours then
-    redis.call('PUBLISH', ARGV[2], ARGV[3])
-  end
-  return {ours and 2 or 0, KEYS[2] .. ' holds something leaderd did not write; left alone'}
-end
-if not released or tonumber(released) < tonumber(ARGV[4]) then
-  redis.pcall('SET', KEYS[2], ARGV[4])
+  warning = KEYS[2] .. ' holds something leaderd did not write; left alone'
+elseif not released or tonumber(released) < args.token then
+  redis.pcall('SET', KEYS[2], string.format('%d', args.token))
 end
 if ours then
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return {1}
+  if args.handoff ~= '' then
+    redis.call('SET', KEYS[3], args.handoff, 'PX', args.lease_ms)
+    if cjson.decode(args.handoff).reason == 'switchover' then
+      redis.call('DEL', KEYS[4])
+    end
+  end
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('SET', KEYS[5], string.format('%d', now_ms), 'PX', args.lease_ms)
+  redis.call('PUBLISH', args.channel, args.notice)
 end
-return {0}
+if warning then
+  return {ours and 2 or 0, warning}
+end
+return {ours and 1 or 0}

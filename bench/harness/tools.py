@@ -166,19 +166,25 @@ class Leaderd(Tool):
     LISTEN = re.compile(r"listen=(\S+)")
 
     def __init__(self, binary: Path, lease_ms=2000, renew_ms=1500, retry_ms=500, listen_port0=True,
-                 extra_yaml: str = ""):
+                 extra_yaml: str = "", extra_args: tuple[str, ...] = (), identity_yaml=None):
         self.binary = binary
         self.lease_ms, self.renew_ms, self.retry_ms = lease_ms, renew_ms, retry_ms
         self.listen_port0 = listen_port0
         # More top-level config sections (e.g. a leader_process).
         self.extra_yaml = extra_yaml
+        # More `leaderd run` arguments (e.g. --observe).
+        self.extra_args = tuple(extra_args)
+        # identity -> more YAML for that candidate only (e.g. its own health
+        # probe); each such candidate gets its own config file.
+        self.identity_yaml = identity_yaml
         self._configs: dict[tuple, Path] = {}
 
     def available(self):
         return None if self.binary.exists() else f"{self.binary} not built"
 
-    def config(self, urls: list[str], election: str, workdir: Path) -> Path:
-        key = (tuple(urls), election)
+    def config(self, urls: list[str], election: str, workdir: Path, identity: str | None = None) -> Path:
+        own = self.identity_yaml(identity) if self.identity_yaml and identity else ""
+        key = (tuple(urls), election, identity if own else None)
         if key not in self._configs:
             path = workdir / f"{self.name}-{election}-{next(_config_ids)}.yaml"
             path.write_text(
@@ -191,6 +197,7 @@ class Leaderd(Tool):
                 "  redis:\n"
                 f"    urls: {json.dumps(urls)}\n"
                 + self.extra_yaml
+                + own
             )
             self._configs[key] = path
         return self._configs[key]
@@ -213,9 +220,10 @@ class Leaderd(Tool):
     def argv(self, identity, urls, election, workdir, listen="127.0.0.1:0"):
         return [
             str(self.binary), "run",
-            "--config", str(self.config(urls, election, workdir)),
+            "--config", str(self.config(urls, election, workdir, identity)),
             "--identity", identity,
             "--listen", listen,
+            *self.extra_args,
         ]
 
     def start(self, identity, urls, election, workdir, listen="127.0.0.1:0", taskset: str | None = None):
@@ -252,6 +260,8 @@ class Leaderd(Tool):
             kind = "released"
         elif message.startswith("shutting down"):
             kind = "shutdown"
+        elif message.startswith("handing over"):
+            kind = "handing_over"
         else:
             return None
         return Event(kind, rfc3339_to_unix(ts_text), message)
@@ -393,7 +403,7 @@ class LeaderdKube(Leaderd):
     def prepare(self, servers, election):
         """A Lease has no fencing counter to prepare."""
 
-    def config(self, urls, election, workdir):
+    def config(self, urls, election, workdir, identity=None):
         key = (tuple(urls), election)
         if key not in self._configs:
             path = workdir / f"{self.name}-{election}-{next(_config_ids)}.yaml"
@@ -476,7 +486,7 @@ class LeaderdKubeReal(LeaderdKube):
         self.kubeconfig = server.kubeconfig
         return [server]
 
-    def config(self, urls, election, workdir):
+    def config(self, urls, election, workdir, identity=None):
         key = (tuple(urls), election)
         if key not in self._configs:
             path = workdir / f"{self.name}-{election}-{next(_config_ids)}.yaml"

@@ -882,7 +882,7 @@ def switchover_handover(leaderd: Leaderd, workdir: Path, rounds: int) -> dict:
 
 def _count_by_addr(path: Path, t0: float, t1: float) -> dict[str, int]:
     """Client requests (not the commands scripts run) per client address,
-    from a `redis-cli monitor` capture, within [t0, t1]."""
+    from a `redis-cli monitor` capture, within [t0, t1)."""
     counts: dict[str, int] = {}
     with open(path, "rb") as f:
         for raw in f:
@@ -891,7 +891,7 @@ def _count_by_addr(path: Path, t0: float, t1: float) -> dict[str, int]:
                 ts = float(line.split(" ", 1)[0])
             except ValueError:
                 continue
-            if not t0 <= ts <= t1:
+            if not t0 <= ts < t1:
                 continue
             start = line.find("[")
             end = line.find("]", start)
@@ -948,9 +948,12 @@ def membership_at_rest(leaderd: Leaderd, workdir: Path, window: float) -> dict:
                 watcher = threading.Thread(target=watch, daemon=True)
                 watcher.start()
             addrs0 = {c.pid: procs.tcp_local_addrs(c.pid) for c in everyone}
+            # Counted over exactly `window` (a whole number of retry
+            # periods), half-open: a request every retry_period counts
+            # window / retry_period times whatever its phase.
             t0 = time.time()
-            time.sleep(window)
-            t1 = time.time()
+            time.sleep(window + 0.05)
+            t1 = t0 + window
             addrs1 = {c.pid: procs.tcp_local_addrs(c.pid) for c in everyone}
             if watcher:
                 stop.set()
@@ -989,14 +992,29 @@ def membership_at_rest(leaderd: Leaderd, workdir: Path, window: float) -> dict:
         server.stop()
 
 
+def _eligible_other(leader: Candidate) -> bool:
+    """Whether the leader's /status lists another candidate that is healthy
+    and not standing aside (a leader with none keeps leading, unhealthy)."""
+    conn = _connect(leader.listen)
+    try:
+        code, status = _request(conn, "GET", "/status")
+    finally:
+        conn.close()
+    return code == 200 and any(
+        c.get("identity") != leader.identity and c.get("healthy") and not c.get("standing_aside")
+        for c in status.get("candidates", [])
+    )
+
+
 def health_failover(leaderd: Leaderd, workdir: Path, rounds: int, period_ms: int = 100,
-                    failure_threshold: int = 2) -> dict:
+                    failure_threshold: int = 2, backoff_ms: int = 1000) -> dict:
     """Scenario 11: three candidates, each with an exec probe `test -e
     <its own file>`; the harness removes the leader's file and times, from
     that instant, the old leader's `handing over` line (the probe's verdict)
     and the next leader's `became leader` line. The file comes back after
-    each round (the old leader then sits out unhealthy_backoff, so with three
-    candidates a healthy one is always there to take over)."""
+    each round; the old leader then stands aside for unhealthy_backoff, so
+    a round starts only when the leader lists another candidate that is
+    healthy and not standing aside (else it would rightly keep leading)."""
     health_dir = workdir / "health"
     health_dir.mkdir(exist_ok=True)
 
@@ -1008,6 +1026,7 @@ def health_failover(leaderd: Leaderd, workdir: Path, rounds: int, period_ms: int
             f"  timeout: {period_ms}ms\n"
             f"  failure_threshold: {failure_threshold}\n"
             "  success_threshold: 1\n"
+            f"  unhealthy_backoff: {backoff_ms}ms\n"
         )
 
     tool = Leaderd(leaderd.binary, identity_yaml=probe_yaml)
@@ -1023,12 +1042,16 @@ def health_failover(leaderd: Leaderd, workdir: Path, rounds: int, period_ms: int
     group.add = add_healthy
     failover, verdict, errors = [], [], []
     config = {"period_ms": period_ms, "failure_threshold": failure_threshold, "timeout_ms": period_ms,
-              "success_threshold": 1, "unhealthy_backoff": "2 × lease_duration (default)",
+              "success_threshold": 1, "unhealthy_backoff": f"{backoff_ms} ms",
               "target_s": failure_threshold * period_ms / 1000 + 0.010}
     try:
         group.top_up()
         for i in range(rounds):
-            group.wait_ready()
+            leader = group.wait_ready()
+            # A previous round's leader stands aside for unhealthy_backoff:
+            # wait until the leader lists someone it may hand over to.
+            procs.wait_until(lambda leader=leader: _eligible_other(leader), LEASE_S * 3 + 5, 0.05,
+                             "a healthy candidate that is not standing aside")
             time.sleep(random.uniform(0.3, 0.8))  # a random phase of probes and renewals
             old = group.wait_ready()
             path = health_dir / old.identity

@@ -426,9 +426,9 @@ def render(r: dict) -> str:
               "the harness removes the leader's file; times from that instant: the old leader's `handing over` "
               "line (the probe's verdict), and the next leader's `became leader` line. The file comes back "
               "after each round, and a round starts only once the leader lists another candidate that is "
-              "healthy and not standing aside (a leader with none rightly keeps leading). Target: p50 ≤ failure_threshold × period + 10 ms = {ms(c['target_s'], 0)} ms "
-              "(the probe runs every period, so the verdict falls between (failure_threshold − 1) × period and "
-              "failure_threshold × period after the failure begins).\n")
+              f"healthy and not standing aside (a leader with none rightly keeps leading). Target: p50 ≤ failure_threshold × period + 10 ms = {ms(c['target_s'], 0)} ms "
+              "(the probe runs once per period, so the verdict falls nominally between (failure_threshold − 1) × "
+              "period and failure_threshold × period after the failure begins).\n")
             w("| from the file's removal to | rounds | p50 (ms) | p95 (ms) | min (ms) | max (ms) |")
             w("|---|---|---|---|---|---|")
             for key, label in (("verdict", "the leader's `handing over` line"),

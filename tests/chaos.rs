@@ -1,42 +1,75 @@
-//! Fault injection against quorum mode: three `redis-server`s, each behind a
-//! fault proxy, and three candidates, with a seeded random schedule of
-//! faults. Every candidate's leadership intervals are read back from its log
-//! (`became leader` .. `stepped down led_until=`, or the instant the harness
-//! SIGKILLed it) and checked:
+//! Fault injection with seeded random schedules, against three setups that
+//! run side by side:
 //!
-//! - no two intervals overlap (safety);
-//! - fencing tokens strictly increase in interval order (safety);
-//! - while a majority of servers is reachable and no fault is active, there
-//!   is a leader within `lease_duration + retry_period` (liveness).
+//! - **quorum**: three `redis-server`s, each behind a fault proxy, three
+//!   candidates;
+//! - **single**: one `redis-server` behind a fault proxy, three candidates;
+//! - **sentinel**: Redis Sentinel across two network namespaces
+//!   (`support/sentinel_chaos.rs`): a master, three replicas, three
+//!   Sentinels, one candidate on each side.
 //!
-//! `chaos_short_schedule` runs in `cargo test` (about 45 s). The long run is
-//! ignored by default: `scripts/chaos --minutes N [--seed S]`, or
-//! `CHAOS_MINUTES=N CHAOS_SEED=S cargo test --release --test chaos --
-//! --ignored --nocapture`. Both print a summary table; any overlap or token
-//! regression fails the test with its seed and the log lines around it.
+//! Every candidate runs a leader process, and every run is checked twice:
 //!
-//! Faults: delay, refuse (drop) or blackhole one server's proxy; SIGKILL a
-//! server (restarted empty after a while), restart a server at once with
-//! its data lost, SIGSTOP a server; SIGKILL, SIGSTOP+SIGCONT, or SIGTERM a
-//! candidate (killed and terminated candidates restart as fresh
-//! processes). By default at most two faults are active at once and at most
-//! one of them on a server, and a server fault starts only `renew_deadline`
-//! after the previous one was healed (so a majority of servers holds the
-//! leader's key whenever one loses it, as the quorum's safety argument
-//! assumes); `CHAOS_NODE_FAULTS=2` lifts both rules, for exploration: two
-//! servers losing their data at once is outside what a quorum can survive
-//! (README, "Masters that restart empty").
+//! - **from the logs**: each candidate's terms (`became leader` .. the
+//!   `led_until` of `stepped down`, or the instant the harness SIGKILLed it)
+//!   must not overlap, and tokens must strictly increase in term order;
+//! - **from the processes themselves**: each leader process records its pid
+//!   and term (identity, fencing token) when it starts, and a watcher follows
+//!   them in `/proc` every millisecond on the monotonic clock
+//!   (`support/procs.rs`). Two terms' processes alive at the same instant, a
+//!   term whose token is not above the previous term's, or a process still
+//!   running after every leaderd exited fails the run — whatever leaderd
+//!   logged.
+//!
+//! Liveness: while no fault is active (and a majority of servers is up)
+//! there must be a leader within `lease_duration + retry_period` (store
+//! setups; the Sentinel setup reports its gaps and fails only on a hang).
+//!
+//! Faults of the store setups: delay, refuse (drop) or blackhole one
+//! server's proxy; SIGKILL a server (restarted empty after a while); restart
+//! a server empty at once, `FLUSHALL` one server, or (quorum) `FLUSHALL`
+//! every server at once — each data loss followed at once by a fresh
+//! candidate (an identity never seen before) that joins and leaves when the
+//! fault ends; SIGSTOP a server; SIGKILL, SIGTERM (both restart a new
+//! process) or SIGSTOP a leaderd — a frozen leaderd stays frozen past its
+//! safe-until (at least `lease_duration + 2 × retry_period`), so the guard
+//! must kill its leader process before the next leader starts one. By
+//! default at most two faults are active at once and at most one of them on
+//! servers, and a server fault starts only `renew_deadline` after the
+//! previous one was healed (so a majority of servers holds the leader's key
+//! whenever one loses it, as the quorum's safety argument assumes; a data
+//! loss counts as lasting until its one-lease quarantine is over);
+//! `CHAOS_NODE_FAULTS=2` lifts both rules, for exploration.
+//!
+//! `chaos_short_schedule` runs in `cargo test` (the three setups in
+//! parallel, about 45 s). The long run is ignored by default:
+//! `scripts/chaos --minutes N [--seed S] [--only SETUP]`, or `CHAOS_MINUTES=N
+//! CHAOS_SEED=S cargo test --release --test chaos -- --ignored --nocapture`.
+//! Both print a summary table per setup; any overlap or token regression
+//! fails the test with its seed and the log lines around it. One seed fixes
+//! every setup's schedule of faults (which fault, on what, for how long);
+//! which candidate leads when a fault strikes is up to the run.
 
+#[path = "support/netns.rs"]
+mod netns;
+#[path = "support/procs.rs"]
+mod procs;
 #[path = "support/proxy.rs"]
 mod proxy;
 #[path = "support/quorum.rs"]
 mod quorum;
+#[path = "support/redis_ha.rs"]
+mod redis_ha;
+#[path = "support/sentinel_chaos.rs"]
+mod sentinel_chaos;
 mod support;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use procs::{ProcessWatcher, recording_command};
 use proxy::Proxy;
 use quorum::*;
 use support::*;
@@ -52,8 +85,146 @@ const LIVENESS_SLACK: Duration = Duration::from_millis(250);
 /// after the last was healed: by then the leader has restored its key on
 /// the healed server, or has not renewed for so long that it stepped down.
 const NODE_SETTLE: Duration = support::RENEW_DEADLINE;
-/// Seed of the short schedule run by `cargo test` (override: CHAOS_SEED).
+/// A frozen leaderd stays frozen at least this long: past its safe-until
+/// (at most `renew_deadline` after its last renewal) and past the lease's
+/// expiry, so that another candidate can lead while it is still frozen.
+const FREEZE_MIN: Duration =
+    Duration::from_millis((support::LEASE.as_millis() + 2 * support::RETRY.as_millis()) as u64);
+/// A data loss (flush, empty restart) lasts at least this long as a fault:
+/// the store grants nothing for one lease after it noticed the loss (its
+/// quarantine), which is the documented cost, not an election failure.
+const DATA_LOSS_MIN: Duration =
+    Duration::from_millis((support::LEASE.as_millis() + support::RETRY.as_millis() + 100) as u64);
+/// The leader process's grace period (below `lease − renew_deadline`).
+const GRACE: &str = "200ms";
+/// Seed of the short schedules run by `cargo test` (override: CHAOS_SEED).
 const SHORT_SEED: u64 = 20_261_126;
+
+// ---------------------------------------------------------------------------
+// What every setup reports
+// ---------------------------------------------------------------------------
+
+/// The end of one setup's run: its summary table, and why it failed.
+pub struct Outcome {
+    pub setup: &'static str,
+    pub summary: String,
+    /// Safety violations (with the logs around them), or a hang.
+    pub failure: Option<String>,
+}
+
+/// A two-column text table: `| name | value |` rows and separators.
+#[derive(Default)]
+pub struct Table {
+    lines: Vec<Option<(String, String)>>,
+}
+
+impl Table {
+    pub fn row(&mut self, name: impl Into<String>, value: impl ToString) {
+        self.lines.push(Some((name.into(), value.to_string())));
+    }
+
+    pub fn rule(&mut self) {
+        self.lines.push(None);
+    }
+
+    pub fn render(&self) -> String {
+        let rule = format!("+{}+{}+\n", "-".repeat(50), "-".repeat(10));
+        let mut s = rule.clone();
+        for line in &self.lines {
+            match line {
+                Some((k, v)) => {
+                    let _ = writeln!(s, "| {k:<48} | {v:>8} |");
+                }
+                None => s.push_str(&rule),
+            }
+        }
+        s.push_str(&rule);
+        s
+    }
+}
+
+/// Leader processes as the watcher saw them, for [`check_processes`].
+pub fn proc_lives(watcher: &ProcessWatcher) -> Vec<ProcLife> {
+    let now = Instant::now();
+    watcher
+        .lives()
+        .into_iter()
+        .map(|l| ProcLife {
+            identity: l.identity,
+            pid: l.pid,
+            token: l.token,
+            start: l.first_seen,
+            end: l.ended.unwrap_or(now),
+        })
+        .collect()
+}
+
+/// After every leaderd exited: waits (bounded) for their leader processes
+/// to be gone, and describes those still running (an orphan is a leader-only
+/// workload nobody controls).
+pub fn leftover_processes(watcher: &ProcessWatcher) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let running = watcher.running();
+        if running.is_empty() {
+            return Vec::new();
+        }
+        if Instant::now() >= deadline {
+            return running
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} pid {} (token {}) still runs after every leaderd exited",
+                        l.identity, l.pid, l.token
+                    )
+                })
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `leader_process` section every candidate runs: a shell that records
+/// its pid and term in `pids` and sleeps (support/procs.rs).
+pub fn leader_process_config(pids: &Path) -> String {
+    format!(
+        "leader_process:\n  command: {}\n  grace_period: {GRACE}\n",
+        recording_command(pids)
+    )
+}
+
+/// With CHAOS_LOGS=DIR, writes every candidate process's log there as
+/// `<setup>-<who>.log` (for a closer look after a run).
+pub fn keep_logs(setup: &str, records: &[Record]) {
+    let Ok(dir) = std::env::var("CHAOS_LOGS") else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(&dir);
+    for r in records {
+        let _ = std::fs::write(
+            Path::new(&dir).join(format!("{setup}-{}.log", r.who)),
+            &r.log,
+        );
+    }
+}
+
+/// Terms that ended because the guard killed their processes (a frozen
+/// leaderd's).
+pub fn guard_kills(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| {
+            r.log
+                .lines()
+                .filter(|l| l.contains("guard: killed process group") && l.contains("safe-until"))
+                .count()
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------
+// The store setups: quorum (three servers) and single (one server)
+// ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -62,6 +233,8 @@ enum Kind {
     ProxyBlackhole,
     NodeKill,
     NodeRestartEmpty,
+    NodeFlush,
+    StoreFlush,
     NodeStop,
     CandidateKill,
     CandidateStop,
@@ -69,12 +242,14 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 11] = [
         Kind::ProxyDelay,
         Kind::ProxyRefuse,
         Kind::ProxyBlackhole,
         Kind::NodeKill,
         Kind::NodeRestartEmpty,
+        Kind::NodeFlush,
+        Kind::StoreFlush,
         Kind::NodeStop,
         Kind::CandidateKill,
         Kind::CandidateStop,
@@ -83,34 +258,45 @@ impl Kind {
 
     fn name(self) -> &'static str {
         match self {
-            Kind::ProxyDelay => "delay node (proxy)",
-            Kind::ProxyRefuse => "drop node (proxy refuses)",
-            Kind::ProxyBlackhole => "blackhole node (proxy)",
-            Kind::NodeKill => "SIGKILL node, restart empty later",
-            Kind::NodeRestartEmpty => "restart node at once, data lost",
-            Kind::NodeStop => "SIGSTOP+SIGCONT node",
-            Kind::CandidateKill => "SIGKILL candidate, restart",
-            Kind::CandidateStop => "SIGSTOP+SIGCONT candidate",
-            Kind::CandidateTerm => "SIGTERM candidate, restart",
+            Kind::ProxyDelay => "delay a server (proxy)",
+            Kind::ProxyRefuse => "drop a server (proxy refuses)",
+            Kind::ProxyBlackhole => "blackhole a server (proxy)",
+            Kind::NodeKill => "SIGKILL a server, restart it empty later",
+            Kind::NodeRestartEmpty => "restart a server empty, fresh candidate",
+            Kind::NodeFlush => "FLUSHALL a server, fresh candidate",
+            Kind::StoreFlush => "FLUSHALL every server, fresh candidate",
+            Kind::NodeStop => "SIGSTOP+SIGCONT a server",
+            Kind::CandidateKill => "SIGKILL a leaderd, restart it",
+            Kind::CandidateStop => "SIGSTOP a leaderd past its safe-until",
+            Kind::CandidateTerm => "SIGTERM a leaderd, restart it",
         }
     }
 
-    fn on_node(self) -> bool {
+    fn on_nodes(self) -> bool {
         !matches!(
             self,
             Kind::CandidateKill | Kind::CandidateStop | Kind::CandidateTerm
         )
     }
+
+    /// Whether the fault exists with `nodes` servers (with one, flushing
+    /// every server is flushing the server).
+    fn possible(self, nodes: usize) -> bool {
+        self != Kind::StoreFlush || nodes > 1
+    }
 }
 
 #[derive(Debug, Clone)]
-struct Settings {
-    seed: u64,
-    run_for: Duration,
+pub struct Settings {
+    /// `quorum` or `single`.
+    pub setup: &'static str,
+    pub nodes: usize,
+    pub seed: u64,
+    pub run_for: Duration,
     /// Faults active at once.
-    max_faults: usize,
+    pub max_faults: usize,
     /// Of those, on servers.
-    max_node_faults: usize,
+    pub max_node_faults: usize,
 }
 
 /// How an active fault ends.
@@ -121,6 +307,8 @@ enum Heal {
     NodeCont(usize),
     CandidateStart(usize),
     CandidateCont(usize),
+    /// A fresh candidate that joined after a data loss leaves (SIGTERM).
+    Leave(usize),
 }
 
 struct Active {
@@ -128,7 +316,7 @@ struct Active {
     injected: SystemTime,
     heal_at: Instant,
     heal: Heal,
-    node: Option<usize>,
+    nodes: Vec<usize>,
     candidate: Option<usize>,
 }
 
@@ -142,6 +330,9 @@ struct Candidate {
     incarnation: usize,
     current: Option<Leaderd>,
     stopped: bool,
+    /// Joined after a data loss; leaves when that fault ends, takes no
+    /// faults of its own.
+    fresh: bool,
 }
 
 impl Candidate {
@@ -150,12 +341,17 @@ impl Candidate {
     }
 }
 
-struct Chaos {
+struct StoreChaos {
     settings: Settings,
     rng: SplitMix64,
     config: String,
     nodes: Vec<Node>,
     candidates: Vec<Candidate>,
+    joined: usize,
+    /// SIGSTOPs that hit the leader (its guard must act).
+    frozen_leaders: usize,
+    watcher: ProcessWatcher,
+    _dir: tempfile::TempDir,
     records: Vec<Record>,
     active: Vec<Active>,
     fault_windows: Vec<Window>,
@@ -164,25 +360,20 @@ struct Chaos {
     timeline: Vec<(SystemTime, String)>,
     /// Things that are not safety violations but should not happen.
     anomalies: Vec<String>,
-    /// Two /leader 200 answers in one probe round (a second, independent
+    /// Two /leader 200 answers in one probe round (a third, independent
     /// detector of overlaps).
     double_leaders: Vec<String>,
     /// Observed holders that never led (see `find_phantom_observations`).
     phantoms: Vec<String>,
     started: SystemTime,
-    last_node_heal: Option<Instant>,
+    started_at: Instant,
+    /// When the next server fault may start (one at a time).
+    node_settled_at: Option<Instant>,
 }
 
-struct Outcome {
-    summary: String,
-    verdict: Verdict,
-    failure: Option<String>,
-}
-
-impl Chaos {
-    fn new(settings: Settings) -> Chaos {
-        let name = "chaos";
-        let nodes: Vec<Node> = (0..3)
+impl StoreChaos {
+    fn new(settings: Settings) -> StoreChaos {
+        let nodes: Vec<Node> = (0..settings.nodes)
             .map(|_| {
                 let redis = RedisServer::start();
                 let proxy = Proxy::start(redis.port());
@@ -190,7 +381,19 @@ impl Chaos {
             })
             .collect();
         let urls: Vec<String> = nodes.iter().map(|n| n.proxy.url()).collect();
-        let config = quorum_config(name, &urls, LEASE, RENEW_DEADLINE, RETRY);
+        let dir = tempfile::tempdir().expect("tempdir for the leader processes' pids");
+        let watcher = ProcessWatcher::start(&dir.path().join("pids"));
+        let config = format!(
+            "{}{}",
+            quorum_config(
+                &format!("chaos-{}", settings.setup),
+                &urls,
+                LEASE,
+                RENEW_DEADLINE,
+                RETRY
+            ),
+            leader_process_config(watcher.file())
+        );
         let candidates = (0..3)
             .map(|i| {
                 let id = format!("cand-{i}");
@@ -199,15 +402,21 @@ impl Chaos {
                     id,
                     incarnation: 0,
                     stopped: false,
+                    fresh: false,
                 }
             })
             .collect();
-        Chaos {
-            rng: SplitMix64::new(settings.seed),
+        StoreChaos {
+            // Each setup draws from its own sequence of the same seed.
+            rng: SplitMix64::new(settings.seed ^ settings.nodes as u64),
             settings,
             config,
             nodes,
             candidates,
+            joined: 0,
+            frozen_leaders: 0,
+            watcher,
+            _dir: dir,
             records: Vec::new(),
             active: Vec::new(),
             fault_windows: Vec::new(),
@@ -217,7 +426,8 @@ impl Chaos {
             double_leaders: Vec::new(),
             phantoms: Vec::new(),
             started: SystemTime::now(),
-            last_node_heal: None,
+            started_at: Instant::now(),
+            node_settled_at: None,
         }
     }
 
@@ -226,7 +436,7 @@ impl Chaos {
     }
 
     fn node_busy(&self, i: usize) -> bool {
-        self.active.iter().any(|a| a.node == Some(i))
+        self.active.iter().any(|a| a.nodes.contains(&i))
     }
 
     fn candidate_busy(&self, i: usize) -> bool {
@@ -261,26 +471,48 @@ impl Chaos {
         leaders.first().copied()
     }
 
+    /// Starts a candidate under an identity never seen before, right after
+    /// a data loss: it never saw the old lease.
+    fn join_fresh(&mut self) -> usize {
+        let id = format!("fresh-{}", self.joined);
+        self.joined += 1;
+        self.candidates.push(Candidate {
+            current: Some(Leaderd::start(&self.config, &id)),
+            id,
+            incarnation: 0,
+            stopped: false,
+            fresh: true,
+        });
+        self.candidates.len() - 1
+    }
+
     fn inject(&mut self) {
-        let node_faults = self.active.iter().filter(|a| a.node.is_some()).count();
+        let node_faults = self.active.iter().filter(|a| !a.nodes.is_empty()).count();
         // "One server fault at a time" includes the repair after it
         // (see NODE_SETTLE).
-        let settled = self
-            .last_node_heal
-            .is_none_or(|at| at.elapsed() >= NODE_SETTLE);
+        let settled = self.node_settled_at.is_none_or(|at| Instant::now() >= at);
         let free_nodes: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| !self.node_busy(i))
             .collect();
         let free_candidates: Vec<usize> = (0..self.candidates.len())
-            .filter(|&i| !self.candidate_busy(i))
+            .filter(|&i| {
+                let c = &self.candidates[i];
+                !c.fresh && c.current.is_some() && !self.candidate_busy(i)
+            })
             .collect();
+        let n = self.nodes.len();
         let eligible: Vec<Kind> = Kind::ALL
             .into_iter()
+            .filter(|k| k.possible(n))
             .filter(|k| {
-                if k.on_node() {
-                    node_faults < self.settings.max_node_faults
-                        && !free_nodes.is_empty()
-                        && (settled || self.settings.max_node_faults > 1)
+                if k.on_nodes() {
+                    let room = node_faults < self.settings.max_node_faults
+                        && (settled || self.settings.max_node_faults > 1);
+                    if *k == Kind::StoreFlush {
+                        room && free_nodes.len() == n
+                    } else {
+                        room && !free_nodes.is_empty()
+                    }
                 } else {
                     !free_candidates.is_empty()
                 }
@@ -292,54 +524,102 @@ impl Chaos {
         let kind = eligible[self.rng.below(eligible.len())];
         // Draw everything up front so a seed always consumes the same numbers.
         let pick = self.rng.next_u64();
-        let prefer_leader = self.rng.chance(60);
+        let prefer_leader = self.rng.chance(75);
         let delay = self.rng.millis(5, 60);
+        let ms = |d: Duration| d.as_millis() as u64;
         let lasting = match kind {
             Kind::ProxyDelay => self.rng.millis(500, 3000),
             Kind::ProxyRefuse | Kind::ProxyBlackhole => self.rng.millis(300, 3000),
             Kind::NodeKill => self.rng.millis(200, 3000),
-            Kind::NodeRestartEmpty => self.rng.millis(0, 0),
-            Kind::NodeStop | Kind::CandidateStop => self.rng.millis(200, 2500),
+            Kind::NodeRestartEmpty | Kind::NodeFlush | Kind::StoreFlush => {
+                self.rng.millis(ms(DATA_LOSS_MIN), 3000)
+            }
+            Kind::NodeStop => self.rng.millis(200, 2500),
+            Kind::CandidateStop => self.rng.millis(ms(FREEZE_MIN), 3000),
             Kind::CandidateKill => self.rng.millis(0, 1500),
             Kind::CandidateTerm => self.rng.millis(0, 1000),
         };
         *self.counts.entry(kind).or_default() += 1;
         let injected = SystemTime::now();
 
-        if kind.on_node() {
-            let n = free_nodes[(pick % free_nodes.len() as u64) as usize];
-            let node = &mut self.nodes[n];
-            let (what, heal) = match kind {
+        if kind.on_nodes() {
+            let target = free_nodes[(pick % free_nodes.len() as u64) as usize];
+            let (what, heal, nodes) = match kind {
                 Kind::ProxyDelay => {
-                    node.proxy.delay(delay);
+                    self.nodes[target].proxy.delay(delay);
                     (
-                        format!("delay node {n} by {delay:?} each way"),
-                        Heal::ProxyPass(n),
+                        format!("delay node {target} by {delay:?} each way"),
+                        Heal::ProxyPass(target),
+                        vec![target],
                     )
                 }
                 Kind::ProxyRefuse => {
-                    node.proxy.refuse();
-                    (format!("drop node {n}"), Heal::ProxyPass(n))
+                    self.nodes[target].proxy.refuse();
+                    (
+                        format!("drop node {target}"),
+                        Heal::ProxyPass(target),
+                        vec![target],
+                    )
                 }
                 Kind::ProxyBlackhole => {
-                    node.proxy.blackhole();
-                    (format!("blackhole node {n}"), Heal::ProxyPass(n))
+                    self.nodes[target].proxy.blackhole();
+                    (
+                        format!("blackhole node {target}"),
+                        Heal::ProxyPass(target),
+                        vec![target],
+                    )
                 }
                 Kind::NodeKill => {
                     // Refuse first: another test may take the freed port.
-                    node.proxy.refuse();
-                    node.redis.kill();
-                    (format!("SIGKILL node {n}"), Heal::NodeRestart(n))
+                    self.nodes[target].proxy.refuse();
+                    self.nodes[target].redis.kill();
+                    (
+                        format!("SIGKILL node {target}"),
+                        Heal::NodeRestart(target),
+                        vec![target],
+                    )
                 }
                 Kind::NodeRestartEmpty => {
-                    node.redis.restart_empty();
-                    (format!("restart node {n} empty"), Heal::ProxyPass(n))
+                    self.nodes[target].redis.restart_empty();
+                    let j = self.join_fresh();
+                    (
+                        format!(
+                            "restart node {target} empty; {} joins",
+                            self.candidates[j].who()
+                        ),
+                        Heal::Leave(j),
+                        vec![target],
+                    )
+                }
+                Kind::NodeFlush => {
+                    self.nodes[target].redis.cmd(&["FLUSHALL"]);
+                    let j = self.join_fresh();
+                    (
+                        format!("FLUSHALL node {target}; {} joins", self.candidates[j].who()),
+                        Heal::Leave(j),
+                        vec![target],
+                    )
+                }
+                Kind::StoreFlush => {
+                    for node in &self.nodes {
+                        node.redis.cmd(&["FLUSHALL"]);
+                    }
+                    let j = self.join_fresh();
+                    (
+                        format!("FLUSHALL every node; {} joins", self.candidates[j].who()),
+                        Heal::Leave(j),
+                        (0..n).collect(),
+                    )
                 }
                 Kind::NodeStop => {
-                    node.redis.freeze();
-                    (format!("SIGSTOP node {n}"), Heal::NodeCont(n))
+                    self.nodes[target].redis.freeze();
+                    (
+                        format!("SIGSTOP node {target}"),
+                        Heal::NodeCont(target),
+                        vec![target],
+                    )
                 }
-                _ => unreachable!("node faults only"),
+                _ => unreachable!("server faults only"),
             };
             self.note(format!("inject: {what} for {lasting:?}"));
             self.active.push(Active {
@@ -347,7 +627,7 @@ impl Chaos {
                 injected,
                 heal_at: Instant::now() + lasting,
                 heal,
-                node: Some(n),
+                nodes,
                 candidate: None,
             });
             return;
@@ -362,8 +642,11 @@ impl Chaos {
             Some(l) if free_candidates.contains(&l) => l,
             _ => free_candidates[(pick % free_candidates.len() as u64) as usize],
         };
-        let was_leader = leader == Some(c);
-        let role = if was_leader { "leader" } else { "candidate" };
+        let role = if leader == Some(c) {
+            "leader"
+        } else {
+            "candidate"
+        };
         let who = self.candidates[c].who();
         let (what, heal) = match kind {
             Kind::CandidateKill => {
@@ -378,21 +661,13 @@ impl Chaos {
                     .expect("running")
                     .signal("STOP");
                 self.candidates[c].stopped = true;
+                if role == "leader" {
+                    self.frozen_leaders += 1;
+                }
                 (format!("SIGSTOP {role} {who}"), Heal::CandidateCont(c))
             }
             Kind::CandidateTerm => {
-                let d = self.candidates[c].current.take().expect("running");
-                d.signal("TERM");
-                let code = d.wait_exit(Duration::from_secs(5));
-                if code == Some(0) {
-                    self.records.push(record_exited(d, &who));
-                } else {
-                    self.anomalies.push(format!(
-                        "{}: {who} exited with {code:?} after SIGTERM (expected 0)",
-                        rfc3339(SystemTime::now())
-                    ));
-                    self.records.push(kill_and_record(d, &who));
-                }
+                self.terminate(c, "SIGTERM");
                 (format!("SIGTERM {role} {who}"), Heal::CandidateStart(c))
             }
             _ => unreachable!("candidate faults only"),
@@ -403,18 +678,42 @@ impl Chaos {
             injected,
             heal_at: Instant::now() + lasting,
             heal,
-            node: None,
+            nodes: Vec::new(),
             candidate: Some(c),
         });
     }
 
+    /// SIGTERM to candidate `c`, and its record once it exited (SIGKILL
+    /// after 5 s: an anomaly).
+    fn terminate(&mut self, c: usize, when: &str) {
+        let who = self.candidates[c].who();
+        let Some(d) = self.candidates[c].current.take() else {
+            return;
+        };
+        d.signal("TERM");
+        let code = d.wait_exit(Duration::from_secs(5));
+        if code == Some(0) {
+            self.records.push(record_exited(d, &who));
+        } else {
+            self.anomalies.push(format!(
+                "{}: {who} exited with {code:?} after {when} (expected 0)",
+                rfc3339(SystemTime::now())
+            ));
+            self.records.push(kill_and_record(d, &who));
+        }
+    }
+
     fn heal(&mut self, index: usize) {
         let a = self.active.remove(index);
+        // A server restarted empty grants nothing for one lease (its
+        // quarantine): the fault lasts until that is over.
+        let mut tail = Duration::ZERO;
         match a.heal {
             Heal::ProxyPass(n) => self.nodes[n].proxy.heal(),
             Heal::NodeRestart(n) => {
                 self.nodes[n].redis.restart_empty();
                 self.nodes[n].proxy.heal();
+                tail = LEASE;
             }
             Heal::NodeCont(n) => self.nodes[n].redis.thaw(),
             Heal::CandidateCont(c) => {
@@ -428,12 +727,13 @@ impl Chaos {
                 cand.incarnation += 1;
                 cand.current = Some(Leaderd::start(&self.config, &cand.id));
             }
+            Heal::Leave(c) => self.terminate(c, "leaving"),
         }
         let healed = SystemTime::now();
-        if a.node.is_some() {
-            self.last_node_heal = Some(Instant::now());
+        if !a.nodes.is_empty() {
+            self.node_settled_at = Some(Instant::now() + tail + NODE_SETTLE);
         }
-        self.fault_windows.push((a.injected, healed));
+        self.fault_windows.push((a.injected, healed + tail));
         self.note(format!("healed: {}", a.what));
     }
 
@@ -447,6 +747,7 @@ impl Chaos {
         wait_for_leader(&all, PATIENCE);
         let measured_from = SystemTime::now();
         self.started = measured_from;
+        self.started_at = Instant::now();
         self.note("first leader elected; faults begin".into());
 
         let end = Instant::now() + self.settings.run_for;
@@ -480,43 +781,70 @@ impl Chaos {
         while !self.active.is_empty() {
             self.heal(0);
         }
-        // A last quiet stretch, so that recovery after the last fault counts.
+        // A last quiet stretch (after any quarantine), so that recovery
+        // after the last fault counts.
         self.note("all healed; final quiet period".into());
-        std::thread::sleep(3 * LIVENESS_BOUND);
+        let quiet_from = self
+            .fault_windows
+            .iter()
+            .map(|w| w.1)
+            .max()
+            .unwrap_or(measured_from);
+        let pause = quiet_from
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        std::thread::sleep(pause + 3 * LIVENESS_BOUND);
         let measured_to = SystemTime::now();
 
         // Graceful stop of everyone, so every term has its stepped-down line.
         for c in 0..self.candidates.len() {
-            let who = self.candidates[c].who();
-            if let Some(d) = self.candidates[c].current.take() {
-                d.signal("TERM");
-                let code = d.wait_exit(Duration::from_secs(5));
-                if code == Some(0) {
-                    self.records.push(record_exited(d, &who));
-                } else {
-                    self.anomalies.push(format!(
-                        "{who} exited with {code:?} after the final SIGTERM"
-                    ));
-                    self.records.push(kill_and_record(d, &who));
-                }
-            }
+            self.terminate(c, "the final SIGTERM");
         }
+        let leftovers = leftover_processes(&self.watcher);
         for r in &self.records {
             if r.log.contains("panicked") {
                 self.anomalies.push(format!("{} panicked", r.who));
             }
         }
 
+        keep_logs(self.settings.setup, &self.records);
         let intervals = all_intervals(&self.records, None);
         self.find_phantom_observations(&intervals);
         let quiet = quiet_windows(measured_from, measured_to, &self.fault_windows);
         let verdict = check(&intervals, &quiet, LIVENESS_BOUND);
-        let summary = self.summary(&intervals, &verdict, measured_from, measured_to);
-        let failure = (!verdict.safe() || !self.double_leaders.is_empty())
-            .then(|| self.failure_report(&verdict));
+        let procs = check_processes(&proc_lives(&self.watcher));
+        let summary = self.summary(
+            &intervals,
+            &verdict,
+            &procs,
+            &leftovers,
+            measured_from,
+            measured_to,
+        );
+        let mut failure = None;
+        if !verdict.safe()
+            || !self.double_leaders.is_empty()
+            || !procs.safe()
+            || !leftovers.is_empty()
+        {
+            failure = Some(self.failure_report(&verdict, &procs, &leftovers));
+        } else if let Some(g) = verdict
+            .slow
+            .iter()
+            .find(|g| g.length() > LIVENESS_BOUND + LIVENESS_SLACK)
+        {
+            failure = Some(format!(
+                "[{}] seed {}: no leader for {}ms in a quiet window (bound {}ms + {}ms slack)",
+                self.settings.setup,
+                self.settings.seed,
+                g.length().as_millis(),
+                LIVENESS_BOUND.as_millis(),
+                LIVENESS_SLACK.as_millis(),
+            ));
+        }
         Outcome {
+            setup: self.settings.setup,
             summary,
-            verdict,
             failure,
         }
     }
@@ -551,44 +879,93 @@ impl Chaos {
     }
 
     fn at(&self, t: SystemTime) -> String {
-        match t.duration_since(self.started) {
-            Ok(d) => format!("+{:.3}s", d.as_secs_f64()),
-            Err(e) => format!("-{:.3}s", e.duration().as_secs_f64()),
-        }
+        at(self.started, t)
     }
 
     fn summary(
         &self,
         intervals: &[Interval],
         verdict: &Verdict,
+        procs: &ProcVerdict,
+        leftovers: &[String],
         from: SystemTime,
         to: SystemTime,
     ) -> String {
         let mut s = String::new();
-        let s_ = &mut s;
+        let topology = if self.settings.nodes == 1 {
+            "1 redis-server".to_string()
+        } else {
+            format!("{} redis-servers (quorum)", self.settings.nodes)
+        };
         let _ = writeln!(
-            s_,
-            "chaos summary: seed {} | {:.1}s of faults, {:.1}s measured | 3 redis nodes, 3 candidates | lease {:?}, renew_deadline {:?}, retry {:?} | at most {} faults at once, {} on nodes",
+            s,
+            "chaos summary [{}]: seed {} | {:.1}s of faults, {:.1}s measured | {topology}, 3 candidates + {} fresh | lease {:?}, renew_deadline {:?}, retry {:?} | at most {} faults at once, {} on servers",
+            self.settings.setup,
             self.settings.seed,
             self.settings.run_for.as_secs_f64(),
             to.duration_since(from).unwrap_or_default().as_secs_f64(),
+            self.joined,
             LEASE,
             RENEW_DEADLINE,
             RETRY,
             self.settings.max_faults,
             self.settings.max_node_faults,
         );
-        let _ = writeln!(s_, "+-------------------------------------------+--------+");
-        let _ = writeln!(s_, "| fault                                     | count  |");
-        let _ = writeln!(s_, "+-------------------------------------------+--------+");
+        let mut t = Table::default();
+        t.row("fault", "count");
+        t.rule();
         let mut total = 0;
-        for kind in Kind::ALL {
+        for kind in Kind::ALL
+            .into_iter()
+            .filter(|k| k.possible(self.settings.nodes))
+        {
             let n = self.counts.get(&kind).copied().unwrap_or(0);
             total += n;
-            let _ = writeln!(s_, "| {:<41} | {:>6} |", kind.name(), n);
+            t.row(kind.name(), n);
         }
-        let _ = writeln!(s_, "| {:<41} | {:>6} |", "all faults", total);
-        let _ = writeln!(s_, "+-------------------------------------------+--------+");
+        t.row("all faults", total);
+        t.rule();
+        t.row("terms (from the logs)", verdict.terms);
+        t.row(
+            "  of which never acted on (ended at once)",
+            verdict.empty_terms,
+        );
+        t.row(
+            "leaders frozen (SIGSTOP past safe-until)",
+            self.frozen_leaders,
+        );
+        t.row(
+            "  processes the guard killed at safe-until",
+            guard_kills(&self.records),
+        );
+        t.row("overlapping terms", verdict.overlaps.len());
+        t.row("token regressions", verdict.regressions.len());
+        t.row("terms that ran a leader process (/proc)", procs.terms);
+        t.row(
+            "leader processes of two terms at once",
+            procs.overlaps.len(),
+        );
+        t.row("leader-process token regressions", procs.regressions.len());
+        t.row("leader processes left running at the end", leftovers.len());
+        t.row(
+            "two /leader 200 in one probe round",
+            self.double_leaders.len(),
+        );
+        let worst = verdict
+            .worst_gap
+            .map_or("-".to_string(), |g| format!("{}ms", g.length().as_millis()));
+        t.row("worst time without a leader (quiet)", worst);
+        t.row(
+            format!("  gaps over the bound ({}ms)", LIVENESS_BOUND.as_millis()),
+            verdict.slow.len(),
+        );
+        t.row(
+            "quiet time (no fault, majority up)",
+            format!("{:.1}s", verdict.quiet.as_secs_f64()),
+        );
+        t.row("observed leaders that never led", self.phantoms.len());
+        t.row("anomalies", self.anomalies.len());
+        s.push_str(&t.render());
         let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
         for i in intervals {
             *reasons.entry(i.end_reason.as_str()).or_default() += 1;
@@ -598,71 +975,28 @@ impl Chaos {
             .map(|(r, n)| format!("{r} {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let row = |s: &mut String, k: &str, v: String| {
-            let _ = writeln!(s, "| {k:<41} | {v:>6} |");
-        };
-        row(
-            s_,
-            "terms (leadership intervals)",
-            verdict.terms.to_string(),
-        );
-        row(
-            s_,
-            "  of which never acted on (ended at once)",
-            verdict.empty_terms.to_string(),
-        );
-        row(
-            s_,
-            "overlapping intervals",
-            verdict.overlaps.len().to_string(),
-        );
-        row(
-            s_,
-            "token regressions",
-            verdict.regressions.len().to_string(),
-        );
-        row(
-            s_,
-            "two /leader 200 in one probe round",
-            self.double_leaders.len().to_string(),
-        );
-        let worst = verdict
-            .worst_gap
-            .map_or("-".to_string(), |g| format!("{}ms", g.length().as_millis()));
-        row(s_, "worst time without a leader (quiet)", worst);
-        row(
-            s_,
-            &format!("  gaps over the bound ({}ms)", LIVENESS_BOUND.as_millis()),
-            verdict.slow.len().to_string(),
-        );
-        row(
-            s_,
-            "quiet time (no fault, majority up)",
-            format!("{:.1}s", verdict.quiet.as_secs_f64()),
-        );
-        row(
-            s_,
-            "observed leaders that never led",
-            self.phantoms.len().to_string(),
-        );
-        row(s_, "anomalies", self.anomalies.len().to_string());
-        let _ = writeln!(s_, "+-------------------------------------------+--------+");
-        let _ = writeln!(s_, "terms by end: {reasons}");
+        let _ = writeln!(s, "terms by end: {reasons}");
         if let Some(g) = verdict.worst_gap {
             let _ = writeln!(
-                s_,
+                s,
                 "worst gap: {} .. {} ({}ms); last events before it:",
                 self.at(g.from),
                 self.at(g.to),
                 g.length().as_millis()
             );
-            for line in self.timeline_near(g.from, Duration::from_secs(3), Duration::ZERO) {
-                let _ = writeln!(s_, "  {line}");
+            for line in timeline_near(
+                &self.timeline,
+                self.started,
+                g.from,
+                Duration::from_secs(3),
+                Duration::ZERO,
+            ) {
+                let _ = writeln!(s, "  {line}");
             }
         }
         for g in &verdict.slow {
             let _ = writeln!(
-                s_,
+                s,
                 "slow: no leader {} .. {} ({}ms)",
                 self.at(g.from),
                 self.at(g.to),
@@ -670,73 +1004,132 @@ impl Chaos {
             );
         }
         for p in self.phantoms.iter().take(3) {
-            let _ = writeln!(s_, "observed, never led: {p}");
+            let _ = writeln!(s, "observed, never led: {p}");
         }
         for a in &self.anomalies {
-            let _ = writeln!(s_, "anomaly: {a}");
+            let _ = writeln!(s, "anomaly: {a}");
         }
         s
     }
 
-    fn timeline_near(&self, t: SystemTime, before: Duration, after: Duration) -> Vec<String> {
-        self.timeline
-            .iter()
-            .filter(|(at, _)| *at + before >= t && *at <= t + after)
-            .map(|(at, e)| format!("{} {e}", self.at(*at)))
-            .collect()
-    }
-
-    /// Log lines of `who` between `from` and `to`.
-    fn log_excerpt(&self, who: &str, from: SystemTime, to: SystemTime) -> String {
-        let Some(r) = self.records.iter().find(|r| r.who == who) else {
-            return String::new();
-        };
-        r.log
-            .lines()
-            .filter(|line| {
-                line.split_whitespace()
-                    .next()
-                    .and_then(|ts| humantime::parse_rfc3339(ts).ok())
-                    .is_some_and(|ts| ts >= from && ts <= to)
-            })
-            .map(|l| format!("    {l}\n"))
-            .collect()
-    }
-
-    fn failure_report(&self, verdict: &Verdict) -> String {
+    fn failure_report(
+        &self,
+        verdict: &Verdict,
+        procs: &ProcVerdict,
+        leftovers: &[String],
+    ) -> String {
         let mut s = format!(
-            "SAFETY VIOLATION with seed {} (rerun: CHAOS_SEED={} cargo test --test chaos)\n",
-            self.settings.seed, self.settings.seed
+            "SAFETY VIOLATION in the {} setup with seed {} (rerun: CHAOS_SEED={} cargo test --test chaos)\n",
+            self.settings.setup, self.settings.seed, self.settings.seed
         );
         s.push_str(&verdict.safety_report());
+        s.push_str(&procs.report(self.started_at));
+        for l in leftovers {
+            let _ = writeln!(s, "ORPHAN: {l}");
+        }
         for d in &self.double_leaders {
             let _ = writeln!(s, "PROBE: {d}");
         }
-        let mut pairs: Vec<(&Interval, &Interval)> = verdict
+        let mut pairs: Vec<(SystemTime, SystemTime, Vec<String>)> = verdict
             .overlaps
             .iter()
             .map(|o| (&o.first, &o.second))
+            .chain(verdict.regressions.iter().map(|r| (&r.earlier, &r.later)))
+            .map(|(a, b)| {
+                (
+                    a.start.min(b.start),
+                    a.end.max(b.end),
+                    vec![a.who.clone(), b.who.clone()],
+                )
+            })
             .collect();
-        pairs.extend(verdict.regressions.iter().map(|r| (&r.earlier, &r.later)));
-        for (a, b) in pairs.into_iter().take(3) {
-            let from = a.start.min(b.start) - Duration::from_secs(2);
-            let to = a.end.max(b.end) + Duration::from_secs(1);
+        // Process findings: the same excerpts, from the monotonic clock.
+        let wall = |t: Instant| {
+            self.started + t.saturating_duration_since(self.started_at)
+                - self.started_at.saturating_duration_since(t)
+        };
+        for (a, b) in procs
+            .overlaps
+            .iter()
+            .map(|(a, b, _)| (a, b))
+            .chain(procs.regressions.iter().map(|(a, b)| (a, b)))
+        {
+            let whos = self
+                .records
+                .iter()
+                .filter(|r| {
+                    let id = r.who.split('#').next().unwrap_or("");
+                    id == a.identity || id == b.identity
+                })
+                .map(|r| r.who.clone())
+                .collect();
+            pairs.push((wall(a.start.min(b.start)), wall(a.end.max(b.end)), whos));
+        }
+        for (start, end, whos) in pairs.into_iter().take(3) {
+            let from = start - Duration::from_secs(2);
+            let to = end + Duration::from_secs(1);
             let _ = writeln!(s, "--- faults around {} .. {}:", self.at(from), self.at(to));
-            for line in self.timeline_near(
+            for line in timeline_near(
+                &self.timeline,
+                self.started,
                 from,
                 Duration::ZERO,
                 to.duration_since(from).unwrap_or_default(),
             ) {
                 let _ = writeln!(s, "  {line}");
             }
-            for who in [&a.who, &b.who] {
+            for who in whos {
                 let _ = writeln!(s, "--- log of {who}:");
-                s.push_str(&self.log_excerpt(who, from, to));
+                s.push_str(&log_excerpt(&self.records, &who, from, to));
             }
         }
         s
     }
 }
+
+/// `t` as seconds since `origin` (`+1.234s`).
+pub fn at(origin: SystemTime, t: SystemTime) -> String {
+    match t.duration_since(origin) {
+        Ok(d) => format!("+{:.3}s", d.as_secs_f64()),
+        Err(e) => format!("-{:.3}s", e.duration().as_secs_f64()),
+    }
+}
+
+/// Timeline entries from `before` ahead of `t` to `after` past it.
+pub fn timeline_near(
+    timeline: &[(SystemTime, String)],
+    origin: SystemTime,
+    t: SystemTime,
+    before: Duration,
+    after: Duration,
+) -> Vec<String> {
+    timeline
+        .iter()
+        .filter(|(at_, _)| *at_ + before >= t && *at_ <= t + after)
+        .map(|(at_, e)| format!("{} {e}", at(origin, *at_)))
+        .collect()
+}
+
+/// Log lines of `who` between `from` and `to`.
+pub fn log_excerpt(records: &[Record], who: &str, from: SystemTime, to: SystemTime) -> String {
+    let Some(r) = records.iter().find(|r| r.who == who) else {
+        return String::new();
+    };
+    r.log
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .next()
+                .and_then(|ts| humantime::parse_rfc3339(ts).ok())
+                .is_some_and(|ts| ts >= from && ts <= to)
+        })
+        .map(|l| format!("    {l}\n"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Running the setups
+// ---------------------------------------------------------------------------
 
 fn env_u64(name: &str) -> Option<u64> {
     let raw = std::env::var(name).ok()?;
@@ -747,55 +1140,153 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-fn run_chaos(settings: Settings) {
-    eprintln!(
-        "chaos: seed {} for {:?} (rerun with CHAOS_SEED={})",
-        settings.seed, settings.run_for, settings.seed
-    );
-    let outcome = Chaos::new(settings.clone()).run();
-    println!("{}", outcome.summary);
-    if let Ok(path) = std::env::var("CHAOS_REPORT") {
-        let _ = std::fs::write(&path, &outcome.summary);
+/// One setup's schedule.
+enum Schedule {
+    Store(Settings),
+    Sentinel(sentinel_chaos::SentinelSettings),
+}
+
+impl Schedule {
+    fn setup(&self) -> &'static str {
+        match self {
+            Schedule::Store(s) => s.setup,
+            Schedule::Sentinel(_) => "sentinel",
+        }
     }
-    if let Some(failure) = outcome.failure {
-        panic!("{failure}\n{}", outcome.summary);
-    }
-    assert!(outcome.verdict.safe());
-    if let Some(g) = outcome
-        .verdict
-        .slow
-        .iter()
-        .find(|g| g.length() > LIVENESS_BOUND + LIVENESS_SLACK)
-    {
-        panic!(
-            "seed {}: no leader for {}ms in a quiet window (bound {}ms + {}ms slack)\n{}",
-            settings.seed,
-            g.length().as_millis(),
-            LIVENESS_BOUND.as_millis(),
-            LIVENESS_SLACK.as_millis(),
-            outcome.summary
-        );
+
+    fn run(self) -> Outcome {
+        match self {
+            Schedule::Store(s) => StoreChaos::new(s).run(),
+            Schedule::Sentinel(s) => sentinel_chaos::run(s),
+        }
     }
 }
 
-fn settings(seed: u64, run_for: Duration) -> Settings {
-    Settings {
+/// The schedules of `setups` (from `quorum`, `single`, `sentinel`) with
+/// `seed`; the store setups inject faults for `store_for`, the Sentinel
+/// setup for `sentinel_for`.
+fn schedules(
+    setups: &[&str],
+    seed: u64,
+    store_for: Duration,
+    sentinel_for: Duration,
+) -> Vec<Schedule> {
+    let store = |setup: &'static str, nodes: usize| Settings {
+        setup,
+        nodes,
         seed,
-        run_for,
+        run_for: store_for,
         max_faults: env_u64("CHAOS_FAULTS").unwrap_or(2) as usize,
         max_node_faults: env_u64("CHAOS_NODE_FAULTS").unwrap_or(1) as usize,
+    };
+    let mut out = Vec::new();
+    for setup in setups {
+        match *setup {
+            "quorum" => out.push(Schedule::Store(store("quorum", 3))),
+            "single" => out.push(Schedule::Store(store("single", 1))),
+            "sentinel" => out.push(Schedule::Sentinel(sentinel_chaos::SentinelSettings {
+                seed,
+                run_for: sentinel_for,
+            })),
+            other => panic!("CHAOS_ONLY: unknown setup {other:?} (quorum, single, sentinel)"),
+        }
+    }
+    out
+}
+
+/// The setups named by CHAOS_ONLY (comma-separated), or all three.
+fn chosen_setups() -> Vec<&'static str> {
+    let all = ["quorum", "single", "sentinel"];
+    match std::env::var("CHAOS_ONLY") {
+        Ok(list) if !list.trim().is_empty() => {
+            let wanted: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+            for w in &wanted {
+                assert!(
+                    all.contains(&w.as_str()),
+                    "CHAOS_ONLY: unknown setup {w:?} (quorum, single, sentinel)"
+                );
+            }
+            all.into_iter()
+                .filter(|s| wanted.iter().any(|w| w == s))
+                .collect()
+        }
+        _ => all.to_vec(),
     }
 }
 
-/// The short schedule (about 45 s) run by `cargo test`.
+/// Runs the schedules in parallel (one thread each), prints every summary,
+/// writes them to CHAOS_REPORT if set, and fails naming every setup that
+/// failed (a setup that panicked counts as failed).
+fn run_chaos(seed: u64, schedules: Vec<Schedule>) {
+    let names: Vec<&str> = schedules.iter().map(Schedule::setup).collect();
+    eprintln!(
+        "chaos: seed {seed}, setups {} (rerun with CHAOS_SEED={seed})",
+        names.join(", ")
+    );
+    let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+        let running: Vec<_> = schedules
+            .into_iter()
+            .map(|schedule| {
+                let setup = schedule.setup();
+                (setup, s.spawn(move || schedule.run()))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(setup, handle)| {
+                handle.join().unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "(no message)".into());
+                    Outcome {
+                        setup,
+                        summary: format!("chaos summary [{setup}]: the run panicked\n"),
+                        failure: Some(format!("[{setup}] seed {seed}: panicked: {why}")),
+                    }
+                })
+            })
+            .collect()
+    });
+    let report: String = outcomes
+        .iter()
+        .map(|o| format!("{}\n", o.summary))
+        .collect();
+    println!("{report}");
+    if let Ok(path) = std::env::var("CHAOS_REPORT") {
+        let _ = std::fs::write(&path, &report);
+    }
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.failure
+                .as_ref()
+                .map(|f| format!("=== {} ===\n{f}", o.setup))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}\n{report}", failures.join("\n"));
+}
+
+/// The short schedules run by `cargo test`: the three setups in parallel
+/// (about 45 s in all).
 #[test]
 fn chaos_short_schedule() {
     let seed = env_u64("CHAOS_SEED").unwrap_or(SHORT_SEED);
-    run_chaos(settings(seed, Duration::from_secs(35)));
+    run_chaos(
+        seed,
+        schedules(
+            &chosen_setups(),
+            seed,
+            Duration::from_secs(30),
+            Duration::from_secs(20),
+        ),
+    );
 }
 
-/// The long schedule: CHAOS_MINUTES (default 5), CHAOS_SEED (default: from
-/// the clock, printed).
+/// The long schedules: CHAOS_MINUTES (default 5) for every setup at once,
+/// CHAOS_SEED (default: from the clock, printed), CHAOS_ONLY (default: all
+/// three setups).
 #[test]
 #[ignore = "long; run with scripts/chaos --minutes N"]
 fn chaos_long_schedule() {
@@ -817,13 +1308,13 @@ fn chaos_long_schedule() {
             .map(|d| d.as_nanos() as u64 % 1_000_000_000)
             .unwrap_or(1)
     });
-    run_chaos(settings(seed, Duration::from_secs_f64(minutes * 60.0)));
+    let run_for = Duration::from_secs_f64(minutes * 60.0);
+    run_chaos(seed, schedules(&chosen_setups(), seed, run_for, run_for));
 }
 
 // ---------------------------------------------------------------------------
-// The checker on synthetic runs
+// The checkers on synthetic runs
 // ---------------------------------------------------------------------------
-
 fn t(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_millis(ms)
 }
@@ -960,4 +1451,44 @@ fn seeded_generator_is_deterministic() {
         let x = r.range(3, 9);
         assert!((3..=9).contains(&x));
     }
+}
+
+fn life(identity: &str, token: u64, origin: Instant, start: u64, end: u64) -> ProcLife {
+    ProcLife {
+        identity: identity.into(),
+        pid: 1000 + start as u32,
+        token,
+        start: origin + Duration::from_millis(start),
+        end: origin + Duration::from_millis(end),
+    }
+}
+
+#[test]
+fn process_checker_finds_overlaps_and_token_regressions() {
+    let o = Instant::now();
+    // One term is a shell and its child (same identity and token): they
+    // overlap each other, which is fine; clean handovers in between.
+    let clean = [
+        life("a", 5, o, 0, 1000),
+        life("a", 5, o, 1, 1000),
+        life("b", 9, o, 1000, 2000),
+        life("a", 1_700_000_000_000_000, o, 2500, 3000),
+    ];
+    let v = check_processes(&clean);
+    assert!(v.safe(), "{}", v.report(o));
+    assert_eq!(v.terms, 3);
+
+    // The next term's process starts 1 ms before the previous one died.
+    let v = check_processes(&[life("a", 5, o, 0, 1001), life("b", 6, o, 1000, 2000)]);
+    assert_eq!(v.overlaps.len(), 1);
+    assert_eq!(v.overlaps[0].2, Duration::from_millis(1));
+    assert!(v.regressions.is_empty());
+
+    // A smaller token after a data loss, and one token in two identities.
+    let v = check_processes(&[life("a", 42, o, 0, 100), life("b", 1, o, 200, 300)]);
+    assert_eq!(v.regressions.len(), 1);
+    assert!(v.overlaps.is_empty());
+    let v = check_processes(&[life("a", 7, o, 0, 100), life("b", 7, o, 200, 300)]);
+    assert_eq!(v.regressions.len(), 1);
+    assert_eq!(v.terms, 2);
 }

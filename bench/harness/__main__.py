@@ -31,7 +31,9 @@ from .tools import (
     Todo,
 )
 
-ALL_SCENARIOS = "1,2,3,4,5,6"
+ALL_SCENARIOS = "1,2,3,4,5,6,8,9,10,11"
+# Scenario 8: a candidate this far from Redis, each way (issue 10).
+FAR_DELAY_S = 0.070
 # Scenario 5: as fast as possible (throughput), and paced at ~25 000 req/s
 # (36 connections, each waiting 1 ms after every response) for the latency
 # at a load above the 20 000 req/s target rather than at saturation.
@@ -70,11 +72,15 @@ def settings(quick: bool) -> dict:
         return dict(rounds_graceful=2, rounds_crash=1, rest_window=2.0, footprint_requests=1000,
                     http_duration=1.0, http_runs=1, http_modes=HTTP_MODES,
                     scale=[10], scale_window=1.0, scale_handovers=1,
-                    elections=10, elections_sampled=1, parallel=True, settle=0.5)
+                    elections=10, elections_sampled=1, parallel=True, settle=0.5,
+                    guard_window=1.0, first_rounds=2, first_brand_new_rounds=1,
+                    switchover_rounds=3, membership_window=2.0, health_rounds=2)
     return dict(rounds_graceful=20, rounds_crash=15, rest_window=30.0, footprint_requests=10000,
                 http_duration=5.0, http_runs=2, http_modes=HTTP_MODES,
                 scale=[100, 1000], scale_window=10.0, scale_handovers=3,
-                elections=1000, elections_sampled=3, parallel=False, settle=2.0)
+                elections=1000, elections_sampled=3, parallel=False, settle=2.0,
+                guard_window=10.0, first_rounds=10, first_brand_new_rounds=3,
+                switchover_rounds=20, membership_window=15.0, health_rounds=20)
 
 
 def main(argv=None) -> int:
@@ -215,6 +221,12 @@ def main(argv=None) -> int:
             except Exception as err:
                 log(f"footprint: FAILED: {err}")
                 results["footprint"] = {"failed": str(err)}
+            log(f"scenario 4: the guard's cost, idle for {cfg['guard_window']:.0f} s")
+            try:
+                results["guard"] = scenarios.guard_cost(leaderd, workdir, cfg["guard_window"])
+            except Exception as err:
+                log(f"guard: FAILED: {err}")
+                results["guard"] = {"failed": str(err)}
         if "5" in wanted:
             log(f"scenario 5: HTTP throughput, {cfg['http_duration']:g} s per endpoint")
             try:
@@ -243,6 +255,45 @@ def main(argv=None) -> int:
             except Exception as err:
                 log(f"{name}: FAILED: {err}")
                 results["scale"][name] = {"failed": str(err)}
+        if "8" in wanted:
+            log(f"scenario 8: first leadership, local, {FAR_DELAY_S * 1000:.0f} ms away, and on a brand-new store")
+            try:
+                results["first"] = scenarios.first_leadership(
+                    leaderd, workdir, cfg["first_rounds"], cfg["first_brand_new_rounds"], FAR_DELAY_S)
+                f = results["first"]
+                log(f"  start → leader p50: local {ms(f['local']['p50'])} ms, far {ms(f['far']['p50'])} ms, "
+                    f"brand-new {ms(f['brand-new']['p50'])} ms")
+            except Exception as err:
+                log(f"first leadership: FAILED: {err}")
+                results["first"] = {"failed": str(err)}
+        if "9" in wanted:
+            log(f"scenario 9: switchover handover ×{cfg['switchover_rounds']}")
+            try:
+                results["switchover"] = scenarios.switchover_handover(leaderd, workdir, cfg["switchover_rounds"])
+                sw = results["switchover"]
+                log(f"  request → named candidate leads p50: /status {ms(sw['status_says_leader']['p50'])} ms, "
+                    f"log line {ms(sw['became_leader']['p50'])} ms, {len(sw['errors'])} errors")
+            except Exception as err:
+                log(f"switchover: FAILED: {err}")
+                results["switchover"] = {"failed": str(err)}
+        if "10" in wanted:
+            log(f"scenario 10: at rest with membership, 3 candidates + 2 observers, "
+                f"2 × {cfg['membership_window']:.0f} s")
+            try:
+                results["membership"] = scenarios.membership_at_rest(leaderd, workdir, cfg["membership_window"])
+            except Exception as err:
+                log(f"membership: FAILED: {err}")
+                results["membership"] = {"failed": str(err)}
+        if "11" in wanted:
+            log(f"scenario 11: health failover ×{cfg['health_rounds']}")
+            try:
+                results["health"] = scenarios.health_failover(leaderd, workdir, cfg["health_rounds"])
+                hf = results["health"]
+                log(f"  probe fails → healthy leader p50 {ms(hf['failover']['p50'])} ms, "
+                    f"{len(hf['errors'])} errors")
+            except Exception as err:
+                log(f"health: FAILED: {err}")
+                results["health"] = {"failed": str(err)}
     except KeyboardInterrupt as err:
         log(f"interrupted ({err}); stopping everything")
         procs.reap_all()
@@ -266,6 +317,8 @@ def main(argv=None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     failed = [k for section in ("handover", "rest") for k, v in results.get(section, {}).items()
               if isinstance(v, dict) and "failed" in v]
+    failed += [k for k in ("switchover", "membership", "health")
+               if isinstance(results.get(k), dict) and "failed" in results[k]]
     return 1 if failed and args.quick else 0
 
 

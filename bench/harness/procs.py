@@ -182,6 +182,23 @@ def pss_kib(pid: int) -> int | None:
     return None
 
 
+def child_named(pid: int, name: str) -> int | None:
+    """The pid of a child of `pid` whose command name (comm) is `name`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        # fields[1] is the parent pid (field 4 of stat).
+        if comm == name and int(fields[1]) == pid:
+            return int(entry)
+    return None
+
+
 def threads(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -212,3 +229,32 @@ def install_signal_handlers() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, handler)
+
+
+def tcp_local_addrs(pid: int) -> set[str]:
+    """The local addresses ("127.0.0.1:PORT") of the IPv4 TCP sockets `pid`
+    holds: the client addresses Redis sees (CLIENT LIST, MONITOR), so that
+    each request in a capture can be put down to the process that sent it."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return set()
+    addrs = set()
+    try:
+        lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[9] in inodes:
+            ip_hex, port_hex = fields[1].split(":")
+            ip = ".".join(str(b) for b in reversed(bytes.fromhex(ip_hex)))
+            addrs.add(f"{ip}:{int(port_hex, 16)}")
+    return addrs

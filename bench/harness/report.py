@@ -96,6 +96,65 @@ def _targets(r: dict) -> list[tuple[str, str, str]]:
         measured,
         _verdict(None if not runs.get("/status paced") else (p99 is not None and p99 <= 0.002)),
     ))
+    rows += _steering_targets(r)
+    return rows
+
+
+def _steering_targets(r: dict) -> list[tuple[str, str, str]]:
+    """Issue 12 (switchover, membership, observers) and issue 13 (health)."""
+    rows = []
+    sw = r.get("switchover", {})
+    st = sw.get("status_says_leader", {})
+    p50 = st.get("p50")
+    rows.append((
+        "Switchover handover p50 ≤ 5 ms (POST /switchover → the named candidate's /status says leader)",
+        f"{ms(p50)} ms (p95 {ms(st.get('p95'))} ms, n={st.get('n', 0)}; its `became leader` line "
+        f"{ms(sw['became_leader']['p50'])} ms)" if p50 is not None else "not measured",
+        _verdict(None if p50 is None else p50 <= 0.005),
+    ))
+    mb = r.get("membership", {})
+    un, wa = mb.get("unwatched", {}), mb.get("watched", {})
+    cand = [x.get("candidate_max") for x in (un, wa) if x.get("candidate_max") is not None]
+    rows.append((
+        "≤ 2 Redis requests per candidate per retry_period with membership",
+        f"{_num(un.get('candidate_max'), '{:.2f}')} unwatched, {_num(wa.get('candidate_max'), '{:.2f}')} "
+        "with every /status read every 100 ms (the busiest candidate, per 0.5 s)" if cand else "not measured",
+        _verdict(None if not cand else max(cand) <= 2.0 + 1e-9),
+    ))
+    # At rest = nobody reads the observer's /status; a read lists the
+    # candidates (one more request per retry_period), shown beside it.
+    obs = un.get("observer", {}).get("max")
+    rows.append((
+        "≤ 1 Redis request per observer per retry_period at rest",
+        f"{_num(obs, '{:.2f}')} unwatched (judged), {_num(wa.get('observer', {}).get('max'), '{:.2f}')} "
+        "with its /status read every 100 ms (the busier of 2 observers, per 0.5 s)"
+        if obs is not None else "not measured",
+        _verdict(None if obs is None else obs <= 1.0 + 1e-9),
+    ))
+    rss = mb.get("rss_kib", {}) if isinstance(mb, dict) else {}
+    gd = r.get("guard", {})
+    sizes = {role: rss.get(role) for role in ("leader", "follower", "observer")}
+    sizes["guard"] = gd.get("guard_rss_kib") if isinstance(gd, dict) else None
+    known = [v for v in sizes.values() if v is not None]
+    rows.append((
+        "Idle RSS ≤ 10 MiB per daemon process, with membership (leader, follower, observer; the guard)",
+        ", ".join(f"{role} {_mib(kib)} MiB" for role, kib in sizes.items()) if known else "not measured",
+        _verdict(None if not known else max(known) <= 10 * 1024),
+    ))
+    hf = r.get("health", {})
+    f = hf.get("failover", {})
+    c = hf.get("config", {})
+    if f.get("p50") is not None:
+        measured = (f"{ms(f['p50'])} ms (p95 {ms(f.get('p95'))} ms, n={f.get('n', 0)}); target "
+                    f"{ms(c['target_s'], 0)} ms with an exec probe, period {c['period_ms']} ms, "
+                    f"failure_threshold {c['failure_threshold']}")
+    else:
+        measured = "not measured"
+    rows.append((
+        "Health failover p50 ≤ failure_threshold × period + 10 ms (probe fails → healthy candidate leads)",
+        measured,
+        _verdict(None if f.get("p50") is None else f["p50"] <= c["target_s"]),
+    ))
     return rows
 
 
@@ -205,6 +264,15 @@ def render(r: dict) -> str:
               f"{fp['threads']} threads; the requests took {fp['requests_took_s']:.2f} s")
         elif fp:
             w(f"\n- leaderd footprint run failed: {fp['failed']}")
+        gd = r.get("guard", {})
+        if gd and "failed" not in gd:
+            w(f"- with a leader process configured, leaderd runs its guard (`leaderd-guard`, "
+              f"{gd['guard_threads']} thread): guard RSS {_mib(gd['guard_rss_kib'])} MiB (PSS "
+              f"{_mib(gd['guard_pss_kib'])} MiB), CPU {_num(gd['guard_cpu_s_per_h'], '{:.2f}')} s/h; that leaderd "
+              f"(the leader) RSS {_mib(gd['leaderd_rss_kib'])} MiB (PSS {_mib(gd['leaderd_pss_kib'])} MiB), "
+              f"CPU {_num(gd['leaderd_cpu_s_per_h'])} s/h; idle, over {gd['window_s']:.0f} s")
+        elif gd:
+            w(f"- guard run failed: {gd['failed']}")
         w(f"\n_{prov}._\n")
 
     if "http" in r:
@@ -272,6 +340,106 @@ def render(r: dict) -> str:
         status = todo["reason"] if todo.get("done") else f"TODO: {todo['reason']}"
         w(f"| {todo['label']} | {todo['scenarios']} | {status} |")
     w("")
+    if "first" in r:
+        f = r["first"]
+        w("## 8. First leadership\n")
+        if "failed" in f:
+            w(f"Not measured: {f['failed']}\n")
+        else:
+            w(f"One leaderd started alone on an election nobody holds (lease {f['lease_ms'] / 1000:g} s, "
+              f"retry_period {f['retry_ms']} ms: issue 10's latency case); time from the spawn to its "
+              "`became leader` line, a new process and a new election each round. *local*: Redis on loopback; "
+              f"*{f['delay_ms']:.0f} ms away*: through a proxy that delays every chunk by {f['delay_ms']:.0f} ms "
+              "each way (`bench/harness/delay_proxy.py`), so connecting, loading the scripts and the acquire "
+              "all pay the distance; *brand-new store*: local, but the election has no fencing counter yet — "
+              "leaderd cannot tell that from a store that lost its data, and grants nothing for one "
+              "lease_duration (a one-time cost; every other scenario starts with the counter in place).\n")
+            w("| case | rounds | p50 (ms) | p95 (ms) | min (ms) | max (ms) |")
+            w("|---|---|---|---|---|---|")
+            for case, label in (("local", "local"), ("far", f"{f['delay_ms']:.0f} ms away (each way)"),
+                                ("brand-new", "brand-new store (local)")):
+                x = f.get(case, {})
+                w(f"| {label} | {x.get('n', 0)} | {ms(x.get('p50'))} | {ms(x.get('p95'))} "
+                  f"| {ms(x.get('min'))} | {ms(x.get('max'))} |")
+        w(f"\n_{prov}._\n")
+
+    if "switchover" in r:
+        sw = r["switchover"]
+        w("## 9. Switchover handover (leaderd)\n")
+        if "failed" in sw:
+            w(f"Not measured: {sw['failed']}\n")
+        else:
+            w("Three candidates, the admin token configured (`http.admin_token_file`). After a random "
+              "0.3–0.8 s, `POST /switchover {\"candidate\": X}` to the leader, X one of the followers in turn. "
+              "Times from the instant the request was sent: X's `became leader` line; the first `GET /status` "
+              "of X saying `is_leader` (the harness polls it on a keep-alive connection as fast as it answers); "
+              "the leader's 200 answer to the POST (it answers once it sees the new leader).\n")
+            w("| from the request to | rounds | p50 (ms) | p95 (ms) | min (ms) | max (ms) |")
+            w("|---|---|---|---|---|---|")
+            for key, label in (("became_leader", "X's `became leader` line"),
+                               ("status_says_leader", "X's `/status` says leader"),
+                               ("post_answered", "the POST answered (200)")):
+                x = sw.get(key, {})
+                w(f"| {label} | {x.get('n', 0)} | {ms(x.get('p50'))} | {ms(x.get('p95'))} "
+                  f"| {ms(x.get('min'))} | {ms(x.get('max'))} |")
+            if sw.get("errors"):
+                w(f"\n- {len(sw['errors'])} round(s) not counted: {sw['errors'][0]}")
+        w(f"\n_{prov}._\n")
+
+    if "membership" in r:
+        mb = r["membership"]
+        w("## 10. At rest with membership, and observers (leaderd)\n")
+        if "failed" in mb:
+            w(f"Not measured: {mb['failed']}\n")
+        else:
+            w(f"{mb['candidates']} candidates and {mb['observers']} observers (`leaderd run --observe`) on one "
+              f"election and one Redis, idle. Redis requests (MONITOR; not the commands scripts run inside "
+              f"Redis) put down to each process by its sockets' addresses, per retry_period ({mb['retry_s']:g} s), "
+              f"over two {mb['window_s']:.0f} s windows: *unwatched* (nobody asks) and *watched* (the harness "
+              "reads every daemon's `GET /status`, which lists the candidates, every 100 ms). RSS of each role "
+              "at the end of the unwatched window.\n")
+            w("| window | leader | follower (mean / max) | observer (mean / max) | unattributed requests/s |")
+            w("|---|---|---|---|---|")
+            for name in ("unwatched", "watched"):
+                x = mb.get(name, {})
+                lf, fo, ob = x.get("leader", {}), x.get("follower", {}), x.get("observer", {})
+                w(f"| {name} | {_num(lf.get('max'), '{:.2f}')} "
+                  f"| {_num(fo.get('mean'), '{:.2f}')} / {_num(fo.get('max'), '{:.2f}')} "
+                  f"| {_num(ob.get('mean'), '{:.2f}')} / {_num(ob.get('max'), '{:.2f}')} "
+                  f"| {_num(x.get('unattributed_per_s'), '{:.2f}')} |")
+            rss = mb.get("rss_kib", {})
+            w("")
+            w(f"- idle RSS: leader {_mib(rss.get('leader'))} MiB, follower {_mib(rss.get('follower'))} MiB, "
+              f"observer {_mib(rss.get('observer'))} MiB (the larger where there are two)")
+        w(f"\n_{prov}._\n")
+
+    if "health" in r:
+        hf = r["health"]
+        w("## 11. Health failover (leaderd)\n")
+        if "failed" in hf:
+            w(f"Not measured: {hf['failed']}\n")
+        else:
+            c = hf["config"]
+            w(f"Three candidates, each with `health: exec: [test, -e, <its own file>]`, period {c['period_ms']} "
+              f"ms, timeout {c['timeout_ms']} ms, failure_threshold {c['failure_threshold']}, success_threshold "
+              f"{c['success_threshold']}, unhealthy_backoff {c['unhealthy_backoff']}. After a random 0.3–0.8 s "
+              "the harness removes the leader's file; times from that instant: the old leader's `handing over` "
+              "line (the probe's verdict), and the next leader's `became leader` line. The file comes back "
+              "after each round, and a round starts only once the leader lists another candidate that is "
+              f"healthy and not standing aside (a leader with none rightly keeps leading). Target: p50 ≤ failure_threshold × period + 10 ms = {ms(c['target_s'], 0)} ms "
+              "(the probe runs once per period, so the verdict falls nominally between (failure_threshold − 1) × "
+              "period and failure_threshold × period after the failure begins).\n")
+            w("| from the file's removal to | rounds | p50 (ms) | p95 (ms) | min (ms) | max (ms) |")
+            w("|---|---|---|---|---|---|")
+            for key, label in (("verdict", "the leader's `handing over` line"),
+                               ("failover", "a healthy candidate's `became leader` line")):
+                x = hf.get(key, {})
+                w(f"| {label} | {x.get('n', 0)} | {ms(x.get('p50'))} | {ms(x.get('p95'))} "
+                  f"| {ms(x.get('min'))} | {ms(x.get('max'))} |")
+            if hf.get("errors"):
+                w(f"\n- {len(hf['errors'])} round(s) not counted: {hf['errors'][0]}")
+        w(f"\n_{prov}._\n")
+
     if r.get("skipped_tools"):
         w("## Tools not run\n")
         for name, why in r["skipped_tools"].items():

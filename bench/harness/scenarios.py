@@ -6,6 +6,14 @@ Scenario numbers follow issue 7:
   5 status endpoint                        -> http_throughput()
   6 scale                                  -> scale_one_election(), scale_many_elections()
   7 quorum mode / Kubernetes backend       -> rows from tools.Todo until they land
+  8 first leadership (a far Redis, a brand-new Redis)  -> first_leadership()
+  9 switchover handover (issue 12)          -> switchover_handover()
+ 10 at rest with membership, observers      -> membership_at_rest()
+ 11 health failover (issue 13)              -> health_failover()
+
+Every leaderd election starts with a fencing counter in place
+(`Leaderd.prepare`): on a brand-new Redis leaderd waits one lease_duration
+before the first term, and that one-time wait belongs in scenario 8 only.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import threading
@@ -22,6 +31,7 @@ import time
 from pathlib import Path
 
 from . import procs
+from .delay_proxy import DelayProxy
 from .redis_server import RedisServer, count_monitor
 from .stats import summary
 from .tools import Candidate, Leaderd, Tool
@@ -49,6 +59,7 @@ class Group:
         self.size = size
         self.cands: list[Candidate] = []
         self.started = 0
+        tool.prepare(servers, election)
 
     def add(self) -> Candidate:
         self.started += 1
@@ -351,6 +362,91 @@ def footprint(leaderd: Leaderd, workdir: Path, requests: int) -> dict:
         server.stop()
 
 
+# A leader process that does nothing: with one configured, leaderd starts its
+# guard (hooks would too).
+GUARDED_YAML = 'leader_process:\n  command: ["sleep", "3600"]\n  grace_period: 200ms\n'
+
+
+def guard_cost(leaderd: Leaderd, workdir: Path, window: float) -> dict:
+    """Scenario 4, the guard: a leader with a leader process configured, so
+    that leaderd runs `leaderd-guard` next to it. RSS and PSS of the guard
+    and of that leaderd when idle, and both processes' CPU over `window`
+    (leaderd now also tells the guard every renewal)."""
+    guarded = Leaderd(leaderd.binary, extra_yaml=GUARDED_YAML)
+    guarded.name = "leaderd-guarded"
+    server = RedisServer(workdir, "guard")
+    group = Group(guarded, [server], "bench", workdir, size=1)
+    try:
+        group.top_up()
+        leader = group.wait_ready()
+        guard = procs.wait_until(lambda: procs.child_named(leader.pid, "leaderd-guard"), 10, 0.02,
+                                 "the leaderd-guard process")
+        time.sleep(SETTLE_S["value"])
+        cpu0 = {p: procs.cpu_seconds(p) for p in (leader.pid, guard)}
+        t0 = time.monotonic()
+        time.sleep(window)
+        elapsed = time.monotonic() - t0
+        cpu = {p: ((procs.cpu_seconds(p) or 0) - (cpu0[p] or 0)) / elapsed * 3600 for p in cpu0}
+        return {
+            "guard_rss_kib": procs.status_kib(guard, "VmRSS"),
+            "guard_pss_kib": procs.pss_kib(guard),
+            "guard_threads": procs.threads(guard),
+            "guard_cpu_s_per_h": cpu[guard],
+            "leaderd_rss_kib": procs.status_kib(leader.pid, "VmRSS"),
+            "leaderd_pss_kib": procs.pss_kib(leader.pid),
+            "leaderd_cpu_s_per_h": cpu[leader.pid],
+            "window_s": elapsed,
+        }
+    finally:
+        group.stop()
+        server.stop()
+
+
+def first_leadership(leaderd: Leaderd, workdir: Path, rounds: int, brand_new_rounds: int,
+                     delay_s: float) -> dict:
+    """Scenario 8: time from starting a lone candidate to its `became
+    leader` line, with the timing of issue 10's latency case (lease 2 s,
+    renew 1.5 s, retry 300 ms):
+
+    - local: Redis on loopback, the election's fencing counter in place;
+    - far: the same through a proxy that delays every chunk by `delay_s`
+      each way (connect, handshake, script loads and the acquire all pay
+      it); a candidate whose round trip is below retry_period / 2 must lead;
+    - brand-new: local, but the election has no fencing counter, as on a
+      new Redis: leaderd cannot tell it from a store that lost its data and
+      grants nothing for one lease_duration (a one-time cost).
+
+    Each round is a new election and a new process."""
+    tool = Leaderd(leaderd.binary, lease_ms=2000, renew_ms=1500, retry_ms=300)
+    tool.name = "leaderd-first"
+    server = RedisServer(workdir, "first")
+    proxy = DelayProxy(server.port, delay_s)
+    results: dict = {"delay_ms": delay_s * 1000, "lease_ms": tool.lease_ms, "retry_ms": tool.retry_ms}
+    try:
+        for case, url, primed, n in (("local", server.url, True, rounds),
+                                     ("far", proxy.url, True, rounds),
+                                     ("brand-new", server.url, False, brand_new_rounds)):
+            times = []
+            for i in range(n):
+                election = f"first-{case}-{i}"
+                if primed:
+                    tool.prepare([server], election)
+                t0 = time.time()
+                cand = tool.start(f"{case}-{i}", [url], election, workdir)
+                try:
+                    event = procs.wait_until(lambda: cand.first("acquired"), 30, 0.002,
+                                             f"the {case} candidate to lead")
+                    times.append(event.ts - t0)
+                finally:
+                    procs.stop(cand.proc)
+                    procs.forget_exited()
+            results[case] = summary(times)
+        return results
+    finally:
+        proxy.close()
+        server.stop()
+
+
 WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -550,6 +646,7 @@ def scale_one_election(leaderd: Leaderd, workdir: Path, n: int, window: float, h
     sub.mkdir(exist_ok=True)
     cands: list[Candidate] = []
     try:
+        leaderd.prepare([server], "scale")
         t0 = time.monotonic()
         cands = _start_many(leaderd, server, sub, [(f"c{i}", "scale") for i in range(n)])
         settle = _wait_all_settled(cands, timeout=max(60.0, n * 0.15))
@@ -581,6 +678,8 @@ def scale_many_elections(leaderd: Leaderd, workdir: Path, n: int, window: float,
     sub.mkdir(exist_ok=True)
     cands: list[Candidate] = []
     try:
+        for i in range(n):
+            leaderd.prepare([server], f"e{i}")
         t0 = time.monotonic()
         specs = [(f"e{i}-a", f"e{i}") for i in range(n)]
         cands = _start_many(leaderd, server, sub, specs)
@@ -674,3 +773,310 @@ def run_threads(jobs: dict, parallel: bool) -> dict:
     for t in threads:
         t.join(timeout=600)
     return results
+
+
+# ---------------------------------------------------------------------------
+# Scenarios 9–11: steering leadership (issue 12) and health (issue 13)
+# ---------------------------------------------------------------------------
+
+ADMIN_TOKEN = "bench-admin-token"
+
+
+def _request(conn: http.client.HTTPConnection, method: str, path: str, body: dict | None = None,
+             token: str | None = None) -> tuple[int, dict]:
+    headers = {}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body)
+        headers["Content-Type"] = "application/json"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request(method, path, body=payload, headers=headers)
+    response = conn.getresponse()
+    raw = response.read()
+    try:
+        return response.status, json.loads(raw or b"{}")
+    except ValueError:
+        return response.status, {"raw": raw.decode("utf-8", "replace")}
+
+
+def _connect(hostport: str) -> http.client.HTTPConnection:
+    host, port = hostport.rsplit(":", 1)
+    return http.client.HTTPConnection(host, int(port), timeout=10)
+
+
+def switchover_handover(leaderd: Leaderd, workdir: Path, rounds: int) -> dict:
+    """Scenario 9: three candidates; `POST /switchover {"candidate": X}` to
+    the leader (with the admin token), X a follower chosen in turn. Times
+    from the instant the request is sent: X's `became leader` line; the
+    first `GET /status` of X (polled on a keep-alive connection as fast as
+    it answers) that says is_leader; the 200 answer to the POST."""
+    token_file = workdir / "admin-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    token_file.chmod(0o600)
+    tool = Leaderd(leaderd.binary, extra_yaml=f"http:\n  admin_token_file: {token_file}\n")
+    tool.name = "leaderd-switchover"
+    server = RedisServer(workdir, "switchover")
+    group = Group(tool, [server], "bench", workdir)
+    line, status_seen, answered, errors, codes = [], [], [], [], []
+    try:
+        group.top_up()
+        for i in range(rounds):
+            group.wait_ready()
+            time.sleep(random.uniform(0.3, 0.8))  # a random phase of renewals and polls
+            leader = group.wait_ready()
+            followers = [c for c in group.alive() if c is not leader]
+            target = followers[i % len(followers)]
+            admin, watch = _connect(leader.listen), _connect(target.listen)
+            _request(admin, "GET", "/switchover")  # connected and warm before the clock starts
+            _request(watch, "GET", "/status")
+            # One thread: the POST is sent without waiting for its answer,
+            # then X's /status is polled; the answer's arrival is noticed
+            # between polls (select), to within one poll.
+            sent: dict = {}
+            body = json.dumps({"candidate": target.identity})
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"}
+            seen = None
+            deadline = time.monotonic() + LEASE_S * 3
+            sent["t0"] = time.time()
+            admin.request("POST", "/switchover", body=body, headers=headers)
+            while time.monotonic() < deadline and (seen is None or "t1" not in sent):
+                if seen is None:
+                    code, status = _request(watch, "GET", "/status")
+                    if code == 200 and status.get("is_leader"):
+                        seen = time.time()
+                if "t1" not in sent and select.select([admin.sock], [], [], 0 if seen is None else 0.05)[0]:
+                    sent["t1"] = time.time()
+            try:
+                response = admin.getresponse()
+                sent["code"], sent["body"] = response.status, response.read().decode("utf-8", "replace")
+            except (OSError, http.client.HTTPException) as err:
+                sent["error"] = str(err)
+            admin.close()
+            watch.close()
+            codes.append(sent.get("code"))
+            event = procs.wait_until(lambda t=target, s=sent: t.first("acquired", after=s.get("t0", 0)) or None,
+                                     LEASE_S * 3, 0.005, f"{target.identity}'s 'became leader' line") \
+                if seen is not None else None
+            if seen is None or event is None or sent.get("code") != 200 or "t1" not in sent:
+                errors.append(f"round {i}: POST answered {sent.get('code')} {sent.get('body') or sent.get('error')}, "
+                              f"/status {'said leader' if seen else 'never said leader'}")
+                continue
+            line.append(event.ts - sent["t0"])
+            status_seen.append(seen - sent["t0"])
+            answered.append(sent["t1"] - sent["t0"])
+            procs.wait_until(lambda old=leader: not (old.poll(), old.holding)[1], 5, 0.005,
+                             "the old leader to step down")
+    finally:
+        group.stop()
+        server.stop()
+    return {
+        "became_leader": summary(line),
+        "status_says_leader": summary(status_seen),
+        "post_answered": summary(answered),
+        "codes": sorted({c for c in codes if c is not None}),
+        "errors": errors,
+        "raw": {"became_leader": line, "status_says_leader": status_seen, "post_answered": answered},
+    }
+
+
+def _count_by_addr(path: Path, t0: float, t1: float) -> dict[str, int]:
+    """Client requests (not the commands scripts run) per client address,
+    from a `redis-cli monitor` capture, within [t0, t1)."""
+    counts: dict[str, int] = {}
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", "replace")
+            try:
+                ts = float(line.split(" ", 1)[0])
+            except ValueError:
+                continue
+            if not t0 <= ts < t1:
+                continue
+            start = line.find("[")
+            end = line.find("]", start)
+            if start < 0 or end < 0:
+                continue
+            source = line[start + 1:end].split(" ", 1)[-1]
+            if source != "lua":
+                counts[source] = counts.get(source, 0) + 1
+    return counts
+
+
+def membership_at_rest(leaderd: Leaderd, workdir: Path, window: float) -> dict:
+    """Scenario 10: three candidates and two observers (`run --observe`) on
+    one election, membership on (it always is). Redis requests per process
+    per retry_period, counted with MONITOR and put down to each process by
+    its sockets, over two windows: *unwatched* (nobody asks) and *watched*
+    (the harness reads every daemon's /status every 100 ms, which makes the
+    daemons list the candidates). Idle RSS of each role, read at the end of
+    the unwatched window."""
+    server = RedisServer(workdir, "membership")
+    group = Group(leaderd, [server], "bench", workdir)
+    observer_tool = Leaderd(leaderd.binary, extra_args=("--observe",))
+    observer_tool.name = "leaderd-observer"
+    observers: list[Candidate] = []
+    try:
+        group.top_up()
+        leader = group.wait_ready()
+        for i in range(2):
+            observers.append(observer_tool.start(f"observer-{i + 1}", [server.url], "bench", workdir))
+        procs.wait_until(lambda: all(o.first("settled") and o.listen for o in observers), 20, 0.01,
+                         "the observers to see the leader")
+        time.sleep(SETTLE_S["value"])
+        leader = group.wait_ready()
+        roles = {c.pid: ("leader" if c is leader else "follower") for c in group.alive()}
+        roles.update({o.pid: "observer" for o in observers})
+        everyone = group.alive() + observers
+        capture = workdir / "monitor-membership.txt"
+        monitor = server.monitor(capture)
+        time.sleep(0.3)  # let MONITOR attach
+        windows = {}
+        rss = {}
+        for name in ("unwatched", "watched"):
+            stop = threading.Event()
+            watcher = None
+            if name == "watched":
+                def watch():
+                    conns = [_connect(c.listen) for c in everyone]
+                    while not stop.is_set():
+                        for conn in conns:
+                            _request(conn, "GET", "/status")
+                        stop.wait(0.1)
+                    for conn in conns:
+                        conn.close()
+                watcher = threading.Thread(target=watch, daemon=True)
+                watcher.start()
+            addrs0 = {c.pid: procs.tcp_local_addrs(c.pid) for c in everyone}
+            # Counted over exactly `window` (a whole number of retry
+            # periods), half-open: a request every retry_period counts
+            # window / retry_period times whatever its phase.
+            t0 = time.time()
+            time.sleep(window + 0.05)
+            t1 = t0 + window
+            addrs1 = {c.pid: procs.tcp_local_addrs(c.pid) for c in everyone}
+            if watcher:
+                stop.set()
+                watcher.join(timeout=10)
+            if name == "unwatched":
+                rss = {c.pid: procs.status_kib(c.pid, "VmRSS") for c in everyone}
+            windows[name] = (t0, t1, {pid: addrs0[pid] | addrs1[pid] for pid in addrs0})
+        time.sleep(0.3)
+        procs.stop(monitor)
+        results: dict = {"window_s": window, "retry_s": RETRY_S, "candidates": len(group.alive()),
+                         "observers": len(observers)}
+        for name, (t0, t1, addrs) in windows.items():
+            counts = _count_by_addr(capture, t0, t1)
+            per: dict[str, list[float]] = {"leader": [], "follower": [], "observer": []}
+            for pid, own in addrs.items():
+                n = sum(counts.get(a, 0) for a in own)
+                per[roles[pid]].append(n / (t1 - t0) * RETRY_S)
+            results[name] = {
+                role: {"mean": sum(v) / len(v) if v else None, "max": max(v) if v else None}
+                for role, v in per.items()
+            }
+            candidates = per["leader"] + per["follower"]
+            results[name]["candidate_mean"] = sum(candidates) / len(candidates) if candidates else None
+            results[name]["candidate_max"] = max(candidates) if candidates else None
+            results[name]["unattributed_per_s"] = (
+                sum(counts.values()) - sum(counts.get(a, 0) for own in addrs.values() for a in own)) / (t1 - t0)
+        by_role: dict[str, list[int]] = {"leader": [], "follower": [], "observer": []}
+        for pid, kib in rss.items():
+            if kib is not None:
+                by_role[roles[pid]].append(kib)
+        results["rss_kib"] = {role: max(v) if v else None for role, v in by_role.items()}
+        return results
+    finally:
+        procs.stop_many([o.proc for o in observers])
+        group.stop()
+        server.stop()
+
+
+def _eligible_other(leader: Candidate) -> bool:
+    """Whether the leader's /status lists another candidate that is healthy
+    and not standing aside (a leader with none keeps leading, unhealthy)."""
+    conn = _connect(leader.listen)
+    try:
+        code, status = _request(conn, "GET", "/status")
+    finally:
+        conn.close()
+    return code == 200 and any(
+        c.get("identity") != leader.identity and c.get("healthy") and not c.get("standing_aside")
+        for c in status.get("candidates", [])
+    )
+
+
+def health_failover(leaderd: Leaderd, workdir: Path, rounds: int, period_ms: int = 100,
+                    failure_threshold: int = 2, backoff_ms: int = 1000) -> dict:
+    """Scenario 11: three candidates, each with an exec probe `test -e
+    <its own file>`; the harness removes the leader's file and times, from
+    that instant, the old leader's `handing over` line (the probe's verdict)
+    and the next leader's `became leader` line. The file comes back after
+    each round; the old leader then stands aside for unhealthy_backoff, so
+    a round starts only when the leader lists another candidate that is
+    healthy and not standing aside (else it would rightly keep leading)."""
+    health_dir = workdir / "health"
+    health_dir.mkdir(exist_ok=True)
+
+    def probe_yaml(identity: str) -> str:
+        return (
+            "health:\n"
+            f'  exec: ["test", "-e", "{health_dir / identity}"]\n'
+            f"  period: {period_ms}ms\n"
+            f"  timeout: {period_ms}ms\n"
+            f"  failure_threshold: {failure_threshold}\n"
+            "  success_threshold: 1\n"
+            f"  unhealthy_backoff: {backoff_ms}ms\n"
+        )
+
+    tool = Leaderd(leaderd.binary, identity_yaml=probe_yaml)
+    tool.name = "leaderd-health"
+    server = RedisServer(workdir, "health")
+    group = Group(tool, [server], "bench", workdir)
+    original_add = group.add
+
+    def add_healthy():
+        (health_dir / f"{tool.name}-{group.started + 1}").touch()
+        return original_add()
+
+    group.add = add_healthy
+    failover, verdict, errors = [], [], []
+    config = {"period_ms": period_ms, "failure_threshold": failure_threshold, "timeout_ms": period_ms,
+              "success_threshold": 1, "unhealthy_backoff": f"{backoff_ms} ms",
+              "target_s": failure_threshold * period_ms / 1000 + 0.010}
+    try:
+        group.top_up()
+        for i in range(rounds):
+            leader = group.wait_ready()
+            # A previous round's leader stands aside for unhealthy_backoff:
+            # wait until the leader lists someone it may hand over to.
+            procs.wait_until(lambda leader=leader: _eligible_other(leader), LEASE_S * 3 + 5, 0.05,
+                             "a healthy candidate that is not standing aside")
+            time.sleep(random.uniform(0.3, 0.8))  # a random phase of probes and renewals
+            old = group.wait_ready()
+            path = health_dir / old.identity
+            t0 = time.time()
+            path.unlink()
+            try:
+                new, ts = procs.wait_until(lambda: group.new_leader_after(t0, old), LEASE_S * 3, 0.001,
+                                           "a healthy leader")
+            except TimeoutError as err:
+                errors.append(f"round {i}: {err}")
+                path.touch()
+                continue
+            failover.append(ts - t0)
+            handing = old.first("handing_over", after=t0)
+            if handing:
+                verdict.append(handing.ts - t0)
+            path.touch()
+            procs.wait_until(lambda: not (old.poll(), old.holding)[1], 5, 0.005, "the old leader to step down")
+    finally:
+        group.stop()
+        server.stop()
+    return {
+        "config": config,
+        "failover": summary(failover),
+        "verdict": summary(verdict),
+        "errors": errors,
+        "raw": {"failover": failover, "verdict": verdict},
+    }

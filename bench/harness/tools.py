@@ -126,6 +126,10 @@ class Tool:
     def env(self) -> dict[str, str]:
         return {}
 
+    def prepare(self, servers: list, election: str) -> None:
+        """Readies `servers` for `election` before any candidate starts
+        (nothing for most tools)."""
+
     # Where the tool keeps its lease: Redis servers by default.
     redis = True
 
@@ -161,17 +165,26 @@ class Leaderd(Tool):
     LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[0-9:.]+Z)\s+(INFO|WARN|ERROR|DEBUG)\s+(.*)$")
     LISTEN = re.compile(r"listen=(\S+)")
 
-    def __init__(self, binary: Path, lease_ms=2000, renew_ms=1500, retry_ms=500, listen_port0=True):
+    def __init__(self, binary: Path, lease_ms=2000, renew_ms=1500, retry_ms=500, listen_port0=True,
+                 extra_yaml: str = "", extra_args: tuple[str, ...] = (), identity_yaml=None):
         self.binary = binary
         self.lease_ms, self.renew_ms, self.retry_ms = lease_ms, renew_ms, retry_ms
         self.listen_port0 = listen_port0
+        # More top-level config sections (e.g. a leader_process).
+        self.extra_yaml = extra_yaml
+        # More `leaderd run` arguments (e.g. --observe).
+        self.extra_args = tuple(extra_args)
+        # identity -> more YAML for that candidate only (e.g. its own health
+        # probe); each such candidate gets its own config file.
+        self.identity_yaml = identity_yaml
         self._configs: dict[tuple, Path] = {}
 
     def available(self):
         return None if self.binary.exists() else f"{self.binary} not built"
 
-    def config(self, urls: list[str], election: str, workdir: Path) -> Path:
-        key = (tuple(urls), election)
+    def config(self, urls: list[str], election: str, workdir: Path, identity: str | None = None) -> Path:
+        own = self.identity_yaml(identity) if self.identity_yaml and identity else ""
+        key = (tuple(urls), election, identity if own else None)
         if key not in self._configs:
             path = workdir / f"{self.name}-{election}-{next(_config_ids)}.yaml"
             path.write_text(
@@ -183,16 +196,34 @@ class Leaderd(Tool):
                 "backend:\n"
                 "  redis:\n"
                 f"    urls: {json.dumps(urls)}\n"
+                + self.extra_yaml
+                + own
             )
             self._configs[key] = path
         return self._configs[key]
 
+    def prepare(self, servers, election):
+        """Gives `election` a fencing counter on every server, as a store
+        that has run the election before has. A brand-new store has none,
+        and leaderd cannot tell it from a store that lost its data: it grants
+        nothing for one lease_duration (its quarantine) before the first
+        term. That one-time wait is measured on its own (scenario 8), never
+        inside another figure. The counter starts where leaderd would start
+        it (the server's clock in microseconds); NX leaves an existing one."""
+        for server in servers:
+            seconds, micros = server.client.time()
+            server.client.set(self.fence_key(election), str(seconds * 1_000_000 + micros), nx=True)
+
+    def fence_key(self, election):
+        return f"leaderd:{{{election}}}:fence"
+
     def argv(self, identity, urls, election, workdir, listen="127.0.0.1:0"):
         return [
             str(self.binary), "run",
-            "--config", str(self.config(urls, election, workdir)),
+            "--config", str(self.config(urls, election, workdir, identity)),
             "--identity", identity,
             "--listen", listen,
+            *self.extra_args,
         ]
 
     def start(self, identity, urls, election, workdir, listen="127.0.0.1:0", taskset: str | None = None):
@@ -229,6 +260,8 @@ class Leaderd(Tool):
             kind = "released"
         elif message.startswith("shutting down"):
             kind = "shutdown"
+        elif message.startswith("handing over"):
+            kind = "handing_over"
         else:
             return None
         return Event(kind, rfc3339_to_unix(ts_text), message)
@@ -367,7 +400,10 @@ class LeaderdKube(Leaderd):
     def servers(self, workdir, tag):
         return [FakeKube(workdir, self.python, tag)]
 
-    def config(self, urls, election, workdir):
+    def prepare(self, servers, election):
+        """A Lease has no fencing counter to prepare."""
+
+    def config(self, urls, election, workdir, identity=None):
         key = (tuple(urls), election)
         if key not in self._configs:
             path = workdir / f"{self.name}-{election}-{next(_config_ids)}.yaml"
@@ -450,7 +486,7 @@ class LeaderdKubeReal(LeaderdKube):
         self.kubeconfig = server.kubeconfig
         return [server]
 
-    def config(self, urls, election, workdir):
+    def config(self, urls, election, workdir, identity=None):
         key = (tuple(urls), election)
         if key not in self._configs:
             path = workdir / f"{self.name}-{election}-{next(_config_ids)}.yaml"

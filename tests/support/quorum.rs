@@ -1,13 +1,15 @@
 //! Quorum-mode test support: several Redis servers behind fault proxies,
 //! leadership intervals read back from the candidates' logs, and a checker
-//! of the safety (and liveness) properties of a run.
+//! of the safety (and liveness) properties of a run — of the terms leaderd
+//! logged, and of the leader-only processes as they really ran.
 //!
 //! Declared from a test file with `#[path = "support/quorum.rs"] mod quorum;`
 //! next to `mod support;` and `#[path = "support/proxy.rs"] mod proxy;`.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::proxy::Proxy;
 use crate::support::{Leaderd, RedisServer};
@@ -460,6 +462,121 @@ pub fn check(intervals: &[Interval], quiet: &[Window], bound: Duration) -> Verdi
         worst_gap: worst,
         slow,
         quiet: quiet_total,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The checker of the leader-only processes themselves
+// ---------------------------------------------------------------------------
+
+/// One leader-only process of one term, as watched in `/proc` (see
+/// `procs.rs`): when it was first and last seen running, on this machine's
+/// monotonic clock. Independent of anything leaderd logs.
+#[derive(Debug, Clone)]
+pub struct ProcLife {
+    /// The candidate's identity (`LEADERD_IDENTITY`).
+    pub identity: String,
+    pub pid: u32,
+    /// The term's fencing token (`LEADERD_FENCING_TOKEN`).
+    pub token: u64,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl ProcLife {
+    pub fn describe(&self, origin: Instant) -> String {
+        let at = |t: Instant| t.saturating_duration_since(origin).as_secs_f64();
+        format!(
+            "{} pid {} token={} [+{:.3}s .. +{:.3}s]",
+            self.identity,
+            self.pid,
+            self.token,
+            at(self.start),
+            at(self.end)
+        )
+    }
+}
+
+/// What the processes did: terms seen running, two terms' processes running
+/// at once, and terms whose token is not above every earlier term's.
+#[derive(Debug, Clone, Default)]
+pub struct ProcVerdict {
+    /// Distinct (identity, token) pairs that ran a process.
+    pub terms: usize,
+    /// Processes of two different terms alive at the same instant, and for
+    /// how long.
+    pub overlaps: Vec<(ProcLife, ProcLife, Duration)>,
+    /// In the order the terms' first processes started: a term whose token
+    /// is not greater than the one before it (or one token run by two
+    /// identities).
+    pub regressions: Vec<(ProcLife, ProcLife)>,
+}
+
+impl ProcVerdict {
+    pub fn safe(&self) -> bool {
+        self.overlaps.is_empty() && self.regressions.is_empty()
+    }
+
+    pub fn report(&self, origin: Instant) -> String {
+        let mut s = String::new();
+        for (a, b, by) in &self.overlaps {
+            let _ = writeln!(
+                s,
+                "PROCESS OVERLAP by {by:?} (two terms' leader processes alive at once):\n  {}\n  {}",
+                a.describe(origin),
+                b.describe(origin)
+            );
+        }
+        for (a, b) in &self.regressions {
+            let _ = writeln!(
+                s,
+                "PROCESS TOKEN NOT INCREASING (in the order the terms' processes started):\n  {}\n  {}",
+                a.describe(origin),
+                b.describe(origin)
+            );
+        }
+        s
+    }
+}
+
+/// Checks the watched processes: no two processes of different terms (a
+/// term is an identity and a token) alive at once, and each term's token
+/// greater than that of every term whose processes started before it.
+pub fn check_processes(lives: &[ProcLife]) -> ProcVerdict {
+    let mut sorted: Vec<&ProcLife> = lives.iter().collect();
+    sorted.sort_by_key(|l| (l.start, l.token));
+
+    let mut overlaps = Vec::new();
+    for (i, a) in sorted.iter().enumerate() {
+        for b in &sorted[i + 1..] {
+            if b.start >= a.end {
+                break; // sorted by start: every later one starts after `a` ended
+            }
+            if a.token == b.token && a.identity == b.identity {
+                continue; // one term: the shell and its child
+            }
+            let by = a.end.min(b.end).saturating_duration_since(b.start);
+            overlaps.push(((*a).clone(), (*b).clone(), by));
+        }
+    }
+
+    // Each term's first process, in start order.
+    let mut first: BTreeMap<(String, u64), &ProcLife> = BTreeMap::new();
+    for l in &sorted {
+        first.entry((l.identity.clone(), l.token)).or_insert(l);
+    }
+    let mut terms: Vec<&ProcLife> = first.values().copied().collect();
+    terms.sort_by_key(|l| (l.start, l.token));
+    let regressions = terms
+        .windows(2)
+        .filter(|w| w[1].token <= w[0].token)
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect();
+
+    ProcVerdict {
+        terms: terms.len(),
+        overlaps,
+        regressions,
     }
 }
 

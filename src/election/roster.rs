@@ -36,7 +36,6 @@ pub struct Roster {
     view: watch::Receiver<RosterView>,
     wanted: Arc<Notify>,
     asked: Arc<Mutex<Option<Instant>>>,
-    every: Duration,
     task: JoinHandle<()>,
 }
 
@@ -83,7 +82,6 @@ impl Roster {
             view,
             wanted,
             asked,
-            every,
             task,
         }
     }
@@ -94,17 +92,22 @@ impl Roster {
         self.view.borrow().clone()
     }
 
-    /// A list at most one refresh period old: waits (at most `patience`)
-    /// for a refresh if the latest is older; else returns what there is.
+    /// The list for a reader who wants a current one. While the roster is
+    /// being refreshed (someone asked within the last minute) the latest
+    /// list is at most one refresh period old: returned at once, never
+    /// waiting for the store on the request's path. Only when refreshing had
+    /// stopped (nobody asked) or nothing was ever listed does it wait (at
+    /// most `patience`) for a refresh.
     pub async fn fresh(&self, patience: Duration) -> RosterView {
-        let stale = |view: &RosterView| view.fetched.is_none_or(|at| at.elapsed() > self.every);
-        if !stale(&self.view.borrow()) {
+        let refreshing =
+            crate::backend::lock(&self.asked).is_some_and(|at| at.elapsed() < INTEREST);
+        if refreshing && self.view.borrow().fetched.is_some() {
             self.interest();
             return self.view.borrow().clone();
         }
         let asked_at = Instant::now();
+        // Wakes the refreshing task (one permit: a second waiter adds none).
         self.interest();
-        self.wanted.notify_one();
         let mut view = self.view.clone();
         let refreshed = view.wait_for(|v| v.attempted.is_some_and(|at| at >= asked_at));
         let _ = timeout(patience, refreshed).await;

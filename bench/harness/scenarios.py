@@ -1007,7 +1007,7 @@ def _eligible_other(leader: Candidate) -> bool:
 
 
 def health_failover(leaderd: Leaderd, workdir: Path, rounds: int, period_ms: int = 100,
-                    failure_threshold: int = 2, backoff_ms: int = 1000) -> dict:
+                    failure_threshold: int = 2, backoff_ms: int = 2000) -> dict:
     """Scenario 11: three candidates, each with an exec probe `test -e
     <its own file>`; the harness removes the leader's file and times, from
     that instant, the old leader's `handing over` line (the probe's verdict)

@@ -245,6 +245,15 @@ would refuse to start. */}}
 {{- if and .Values.election.preemptDelay (eq (include "leaderd.seconds" .Values.election.preemptDelay | float64) 0.0) }}
 {{- fail "election.preemptDelay must be greater than zero (or empty: 2 × leaseDuration)" }}
 {{- end }}
+{{- if and .Values.election.preemptDelay (not .Values.election.preempt) }}
+{{- fail "election.preemptDelay has no effect without election.preempt: true; set both or remove it" }}
+{{- end }}
+{{- if and (include "leaderd.observer" .) (or .Values.election.preempt (ne (.Values.election.priority | int) 0)) }}
+{{- fail "election.mode=observe never competes, so election.priority and election.preempt decide nothing: remove them or use election.mode=candidate" }}
+{{- end }}
+{{- if and .Values.health.unhealthyBackoff (lt (include "leaderd.seconds" .Values.health.unhealthyBackoff | float64) $lease) }}
+{{- fail (printf "health.unhealthyBackoff (%s) must be at least election.leaseDuration (%s), or two flapping candidates hand the lease back and forth" .Values.health.unhealthyBackoff .Values.election.leaseDuration) }}
+{{- end }}
 {{- if and .Values.leaderService.enabled (not .Values.podLabel.enabled) (not (include "leaderd.observer" .)) }}
 {{- fail "leaderService.enabled needs podLabel.enabled: the leader Service selects the leader's pod by that label" }}
 {{- end }}

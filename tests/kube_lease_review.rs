@@ -1,0 +1,156 @@
+//! Repros of the second hostile review of the Kubernetes Lease backend's
+//! placeholder design (commit 500c684), against a real kube-apiserver
+//! (tests/support/kube_real.rs). Each test fails on main at 037d086 and
+//! names the rule it breaks: an edit that empties the holder on the same
+//! object is taken as a release while the holder still acts; a Lease that
+//! reappears by someone else's create restarts the fencing tokens; a token
+//! at the int32 limit is handed out twice.
+
+#[path = "support/kube_real.rs"]
+mod kube_real;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube_real::{Namespace, control_plane, event_rules, lease_rules};
+use serde_json::json;
+use support::*;
+
+const SA: &str = "leaderd";
+
+fn config(ns: &Namespace, name: &str, lease_s: u64, renew_ms: u64, retry_ms: u64) -> String {
+    format!(
+        "election:\n  name: {name}\n  lease_duration: {lease_s}s\n  renew_deadline: {renew_ms}ms\n  retry_period: {retry_ms}ms\nbackend:\n  kubernetes:\n    namespace: {}\n    lease_name: {name}\nhttp:\n  listen: \"127.0.0.1:0\"\n",
+        ns.name(),
+    )
+}
+
+fn start(ns: &Namespace, config: &str, kubeconfig: &std::path::Path, identity: &str) -> Leaderd {
+    Leaderd::builder(config)
+        .identity(identity)
+        .env("POD_NAMESPACE", ns.name())
+        .env("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))
+        .start()
+}
+
+/// `kubectl edit` (or a merge patch) empties `holderIdentity` on the same
+/// object while h leads, the "force a failover" trick known from client-go.
+/// h was not asked and acts until its next renewal fails (up to its
+/// safe-until if the API server is slow); the follower must not take this
+/// vacancy at once as if h had released (the Redis backend makes
+/// candidates wait when the key is deleted under its holder).
+#[test]
+fn an_edit_that_empties_the_holder_is_not_taken_as_a_release() {
+    let ns = control_plane().namespace("kv-edit");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kv-edit";
+    let renew = Duration::from_millis(1200);
+    let config = config(&ns, name, 2, 1200, 333);
+    let h = start(&ns, &config, &kubeconfig, "h");
+    wait_until(Duration::from_secs(30), "h leads", || h.is_leading());
+    let f = start(&ns, &config, &kubeconfig, "f");
+    wait_until(PATIENCE, "f follows h", || {
+        f.try_status().is_some_and(|s| s["leader"] == "h")
+    });
+    let since = Instant::now();
+    wait_until(PATIENCE, "h renews", || {
+        ns.client_writes_since(name, since)
+            .iter()
+            .any(|w| w.verb == "update" && w.holder() == "h")
+    });
+    // h is slow from here on (a GC pause, a partition): it still leads by
+    // its own clock until its safe-until.
+    h.signal("STOP");
+    let renewed = ns
+        .lease_writes(name)
+        .into_iter()
+        .rfind(|w| !w.by_test && w.holder() == "h")
+        .expect("h's last write");
+    ns.edit_lease(name, |lease| lease["spec"]["holderIdentity"] = json!(""));
+    wait_until(PATIENCE, "f takes the Lease", || {
+        ns.lease_holder(name).is_some_and(|holder| holder == "f")
+    });
+    let taken = ns
+        .lease_writes(name)
+        .into_iter()
+        .find(|w| !w.by_test && w.holder() == "f")
+        .expect("f's write");
+    h.signal("CONT");
+    assert!(
+        taken.at >= renewed.at + renew,
+        "f took the Lease {:?} after h's last renewal, while h may lead for {renew:?}: an edit emptying the holder counted as h's release\n{}",
+        taken.at.duration_since(renewed.at),
+        ns.dump_lease_writes(name)
+    );
+}
+
+/// The Lease is re-applied from a manifest (`kubectl replace --force`, a
+/// `helm upgrade --force` of a chart that pre-creates it) during a rolling
+/// restart: the candidates that saw the old tokens are gone, the new ones
+/// find an empty Lease they did not create. Their first term must still
+/// have a greater token than the last term (the README: tokens grow
+/// "across a deletion too", "at least the current Unix time"); the floor
+/// is applied only to placeholders leaderd creates itself, so the new term
+/// starts again at 1 and a fenced store refuses the new leader for good.
+#[test]
+fn a_lease_recreated_by_someone_else_does_not_restart_the_tokens() {
+    let ns = control_plane().namespace("kv-restart");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kv-restart";
+    let config = config(&ns, name, 1, 600, 150);
+    let a = start(&ns, &config, &kubeconfig, "a");
+    wait_until(Duration::from_secs(30), "a leads", || a.is_leading());
+    let a_token = a.status()["fencing_token"].as_u64().expect("a's token");
+    a.signal("TERM");
+    a.wait_exit(PATIENCE).expect("a exits");
+    assert!(ns.delete_lease(name));
+    ns.put_lease(name, json!({}));
+    let b = start(&ns, &config, &kubeconfig, "b");
+    wait_until(Duration::from_secs(30), "b leads", || b.is_leading());
+    let b_token = b.status()["fencing_token"].as_u64().expect("b's token");
+    assert!(
+        b_token > a_token,
+        "the term after the Lease was re-created has token {b_token}, the one before had {a_token}\n{}",
+        ns.dump_lease_writes(name)
+    );
+}
+
+/// `leaseTransitions` is an int32: a Lease whose token is at its limit
+/// (2^31 - 1; the Unix time reaches it in 2038, and any Lease writer can
+/// set it) must not give the next term the same token again (the token is
+/// clamped to i32::MAX instead of refusing), which a fenced store accepts
+/// as "not lower".
+#[test]
+fn a_token_at_the_int32_limit_is_never_handed_out_twice() {
+    let ns = control_plane().namespace("kv-int32");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kv-int32";
+    let limit = i64::from(i32::MAX);
+    ns.put_lease(
+        name,
+        json!({"holderIdentity": "x", "leaseDurationSeconds": 1, "leaseTransitions": limit}),
+    );
+    let a = start(&ns, &config(&ns, name, 1, 600, 150), &kubeconfig, "a");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if let Some(token) = a
+            .is_leading()
+            .then(|| a.try_status())
+            .flatten()
+            .and_then(|s| s["fencing_token"].as_u64())
+        {
+            assert!(
+                token > limit as u64,
+                "a leads with token {token}, the token x's term already had\n{}",
+                ns.dump_lease_writes(name)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -154,3 +154,57 @@ fn a_token_at_the_int32_limit_is_never_handed_out_twice() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The same class as the emptied holder: an edit that leaves h as holder
+/// but removes `leaseDurationSeconds` (0 is refused by validation) makes h's lease
+/// expire at once by every follower's observation, while h acts until its
+/// next renewal fails. The follower trusts a duration h never wrote.
+#[test]
+fn an_edit_that_shortens_the_lease_under_its_holder_is_not_an_expiry() {
+    let ns = control_plane().namespace("kv-zero");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kv-zero";
+    let renew = Duration::from_millis(1200);
+    let config = config(&ns, name, 2, 1200, 333);
+    let h = start(&ns, &config, &kubeconfig, "h");
+    wait_until(Duration::from_secs(30), "h leads", || h.is_leading());
+    let f = start(&ns, &config, &kubeconfig, "f");
+    wait_until(PATIENCE, "f follows h", || {
+        f.try_status().is_some_and(|s| s["leader"] == "h")
+    });
+    let since = Instant::now();
+    wait_until(PATIENCE, "h renews", || {
+        ns.client_writes_since(name, since)
+            .iter()
+            .any(|w| w.verb == "update" && w.holder() == "h")
+    });
+    h.signal("STOP");
+    let renewed = ns
+        .lease_writes(name)
+        .into_iter()
+        .rfind(|w| !w.by_test && w.holder() == "h")
+        .expect("h's last write");
+    ns.edit_lease(name, |lease| {
+        // 0 or negative is refused by the API server; a missing one is not.
+        if let Some(spec) = lease["spec"].as_object_mut() {
+            spec.remove("leaseDurationSeconds");
+        }
+    });
+    wait_until(PATIENCE, "f takes the Lease", || {
+        ns.lease_holder(name).is_some_and(|holder| holder == "f")
+    });
+    let taken = ns
+        .lease_writes(name)
+        .into_iter()
+        .find(|w| !w.by_test && w.holder() == "f")
+        .expect("f's write");
+    h.signal("CONT");
+    assert!(
+        taken.at >= renewed.at + renew,
+        "f took the Lease {:?} after h's last renewal, while h may lead for {renew:?}: an edit removing leaseDurationSeconds counted as h's expiry\n{}",
+        taken.at.duration_since(renewed.at),
+        ns.dump_lease_writes(name)
+    );
+}

@@ -208,3 +208,53 @@ fn an_edit_that_shortens_the_lease_under_its_holder_is_not_an_expiry() {
         ns.dump_lease_writes(name)
     );
 }
+
+/// A rolling change of `lease_duration` (6 s to 1 s): h, still on the old
+/// configuration, leads and may act for its renew_deadline (4 s) after its
+/// last renewal; the Lease is deleted. f, on the new configuration, waits
+/// only its own lease (1 s) on the placeholder, although it saw h's Lease
+/// with `leaseDurationSeconds: 6` (and the watch's Deleted event carries
+/// it too). An ordinary expiry would have waited h's 6 s.
+#[test]
+fn a_placeholder_waits_at_least_the_deleted_holders_lease() {
+    let ns = control_plane().namespace("kv-mixed");
+    let mut rules = lease_rules();
+    rules.extend(event_rules());
+    let kubeconfig = ns.account(SA, rules);
+    let name = "kv-mixed";
+    let renew = Duration::from_millis(4000);
+    let h = start(&ns, &config(&ns, name, 6, 4000, 500), &kubeconfig, "h");
+    wait_until(Duration::from_secs(30), "h leads", || h.is_leading());
+    let f = start(&ns, &config(&ns, name, 1, 600, 150), &kubeconfig, "f");
+    wait_until(PATIENCE, "f follows h", || {
+        f.try_status().is_some_and(|s| s["leader"] == "h")
+    });
+    let since = Instant::now();
+    wait_until(PATIENCE, "h renews", || {
+        ns.client_writes_since(name, since)
+            .iter()
+            .any(|w| w.verb == "update" && w.holder() == "h")
+    });
+    h.signal("STOP");
+    let renewed = ns
+        .lease_writes(name)
+        .into_iter()
+        .rfind(|w| !w.by_test && w.holder() == "h")
+        .expect("h's last write");
+    assert!(ns.delete_lease(name));
+    wait_until(PATIENCE, "f takes the Lease", || {
+        ns.lease_holder(name).is_some_and(|holder| holder == "f")
+    });
+    let taken = ns
+        .lease_writes(name)
+        .into_iter()
+        .find(|w| !w.by_test && w.holder() == "f")
+        .expect("f's write");
+    h.signal("CONT");
+    assert!(
+        taken.at >= renewed.at + renew,
+        "f took the placeholder {:?} after h's last renewal, while h (lease 6 s) may lead for {renew:?}\n{}",
+        taken.at.duration_since(renewed.at),
+        ns.dump_lease_writes(name)
+    );
+}

@@ -1,10 +1,12 @@
 //! Repros of the second hostile review of the Kubernetes Lease backend's
 //! placeholder design (commit 500c684), against a real kube-apiserver
 //! (tests/support/kube_real.rs). Each test fails on main at 037d086 and
-//! names the rule it breaks: an edit that empties the holder on the same
-//! object is taken as a release while the holder still acts; a Lease that
-//! reappears by someone else's create restarts the fencing tokens; a token
-//! at the int32 limit is handed out twice.
+//! names the rule it breaks: an edit on the same object (holder emptied,
+//! `leaseDurationSeconds` removed) is trusted as a release or an expiry
+//! while the holder still acts; a placeholder waits the new candidate's
+//! lease, not the deleted holder's; a Lease that reappears by someone
+//! else's create restarts the fencing tokens; a token at the int32 limit
+//! is handed out twice.
 
 #[path = "support/kube_real.rs"]
 mod kube_real;

@@ -84,6 +84,10 @@ struct Observation {
     since: Instant,
     /// Whether a vacancy in this form is a release we saw happen.
     release_seen: bool,
+    /// The longest `leaseDurationSeconds` seen on this object for this
+    /// holder and token: an edit may shorten or remove it, the holder
+    /// still acts by the duration it wrote.
+    longest_seconds: u64,
 }
 
 impl Observation {
@@ -97,17 +101,69 @@ impl Observation {
     ) -> Observation {
         match previous {
             Some(seen) if seen.uid == uid && seen.spec == spec => seen,
-            seen => Observation {
-                // A vacancy right after a holder, on the same object: a
-                // release (or an edit) written over that holder's term.
-                release_seen: seen
-                    .is_some_and(|seen| seen.uid == uid && holder_of(&seen.spec).is_some()),
-                uid,
-                spec,
-                since: now,
-            },
+            seen => {
+                let same = seen.as_ref().filter(|seen| seen.uid == uid);
+                // A vacancy right after a holder, on the same object, in
+                // the shape a release has (not an edit emptying the holder).
+                let release_seen = same.is_some_and(|seen| is_release_of(&seen.spec, &spec));
+                let written = seconds(&spec);
+                let longest_seconds = match same {
+                    Some(seen)
+                        if seen.spec.holder_identity == spec.holder_identity
+                            && token_of(&seen.spec) == token_of(&spec) =>
+                    {
+                        seen.longest_seconds.max(written)
+                    }
+                    _ => written,
+                };
+                Observation {
+                    release_seen,
+                    longest_seconds,
+                    uid,
+                    spec,
+                    since: now,
+                }
+            }
         }
     }
+
+    /// How long the lease in this form runs from [`Observation::since`]:
+    /// its `leaseDurationSeconds`, unless that is missing or shorter than
+    /// the holder wrote earlier in this term (an edit, not the holder's
+    /// word); then the longest seen, and never less than our own `lease`.
+    fn duration(&self, lease: Duration) -> Duration {
+        lease_runs(
+            self.spec.lease_duration_seconds,
+            self.longest_seconds,
+            lease,
+        )
+    }
+}
+
+/// See [`Observation::duration`].
+fn lease_runs(written: Option<i32>, longest_seconds: u64, lease: Duration) -> Duration {
+    match written.and_then(|s| u64::try_from(s).ok()) {
+        Some(s) if s > 0 && s >= longest_seconds => Duration::from_secs(s),
+        _ => Duration::from_secs(longest_seconds).max(lease),
+    }
+}
+
+/// Whether `now` is what a release of the term `held` writes, by leaderd
+/// or client-go's `ReleaseOnCancel`: an empty holder, a one-second lease,
+/// the same `leaseTransitions`, and a `renewTime` later than the held
+/// form's. An edit that only empties the holder (`kubectl edit`, a merge
+/// patch) is not one: the holder was not asked and still acts.
+fn is_release_of(held: &LeaseSpec, now: &LeaseSpec) -> bool {
+    let renewed_later = match (&held.renew_time, &now.renew_time) {
+        (Some(before), Some(after)) => after.0 > before.0,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    holder_of(held).is_some()
+        && now.holder_identity.as_deref().unwrap_or("").is_empty()
+        && now.lease_duration_seconds == Some(1)
+        && now.lease_transitions == held.lease_transitions
+        && renewed_later
 }
 
 /// When the Lease took its current form, by our clock.
@@ -118,6 +174,16 @@ struct Sighting {
     /// (an empty spec may be a Lease just replaced, or a placeholder
     /// emptied).
     release_seen: bool,
+    /// How long the lease in this form runs from `since`, with our own
+    /// lease: see [`Observation::duration`].
+    written_seconds: Option<i32>,
+    longest_seconds: u64,
+}
+
+impl Sighting {
+    fn duration(&self, lease: Duration) -> Duration {
+        lease_runs(self.written_seconds, self.longest_seconds, lease)
+    }
 }
 
 pub struct KubernetesBackend {
@@ -213,12 +279,12 @@ impl KubernetesBackend {
 
     /// The holder as we last saw it and how long ago we saw it renewed,
     /// while its lease runs by our observation.
-    fn seen_holder(&self) -> Option<SeenHolder> {
+    fn seen_holder(&self, lease: Duration) -> Option<SeenHolder> {
         let observed = lock(&self.observed);
-        let Observation { spec, since, .. } = observed.as_ref()?;
-        let holder = holder_of(spec)?;
-        let ago = since.elapsed();
-        (ago < Duration::from_secs(seconds(spec))).then_some(SeenHolder {
+        let seen = observed.as_ref()?;
+        let holder = holder_of(&seen.spec)?;
+        let ago = seen.since.elapsed();
+        (ago < seen.duration(lease)).then_some(SeenHolder {
             identity: holder.identity,
             renewed_ago: ago,
         })
@@ -252,6 +318,8 @@ impl KubernetesBackend {
         let sighting = Sighting {
             since: next.since,
             release_seen: next.release_seen,
+            written_seconds: next.spec.lease_duration_seconds,
+            longest_seconds: next.longest_seconds,
         };
         *observed = Some(next);
         sighting
@@ -367,7 +435,7 @@ impl Backend for KubernetesBackend {
         let spec = current.spec.clone().unwrap_or_default();
         let seen = self.observed_since(&current, now);
         let since = seen.since;
-        let expires = since + Duration::from_secs(seconds(&spec));
+        let expires = since + seen.duration(lease);
         if let Some(holder) = holder_of(&spec)
             && now < expires
         {
@@ -383,7 +451,7 @@ impl Backend for KubernetesBackend {
         // lease from our first sight of this form, which came after that
         // deletion.
         let unsettled = is_placeholder(&spec) || (!seen.release_seen && holder_of(&spec).is_none());
-        let settles = since + lease.max(Duration::from_secs(seconds(&spec)));
+        let settles = since + lease.max(seen.duration(lease));
         if unsettled && now < settles {
             self.say_placeholder(&current, settles - now);
             return Ok(Acquire::Contested {
@@ -434,7 +502,7 @@ impl Backend for KubernetesBackend {
         }
         match self.write(&next).await? {
             Ok(written) => Ok(Acquire::Acquired(self.became_leader(&written, identity))),
-            Err(_) => self.held_or_retry().await,
+            Err(_) => self.held_or_retry(lease).await,
         }
     }
 
@@ -549,8 +617,9 @@ impl Backend for KubernetesBackend {
             return Ok(Observed::Free);
         };
         let spec = current.spec.clone().unwrap_or_default();
-        let since = self.observed_since(&current, now).since;
-        let expires = since + Duration::from_secs(seconds(&spec));
+        let seen = self.observed_since(&current, now);
+        let since = seen.since;
+        let expires = since + seen.duration(lease);
         match holder_of(&spec) {
             Some(holder) if now < expires => Ok(Observed::HeldBy {
                 holder,
@@ -571,7 +640,9 @@ impl Backend for KubernetesBackend {
         lease: Duration,
         _deadline: Instant,
     ) -> Result<Vec<Candidate>, BackendError> {
-        self.presence.candidates(lease, self.seen_holder()).await
+        self.presence
+            .candidates(lease, self.seen_holder(lease))
+            .await
     }
 
     async fn leave(&self, identity: &str, _deadline: Instant) -> Result<(), BackendError> {
@@ -677,16 +748,16 @@ impl KubernetesBackend {
     }
 
     /// After losing a race (409): report the winner if it is visible yet.
-    async fn held_or_retry(&self) -> Result<Acquire, BackendError> {
+    async fn held_or_retry(&self, lease: Duration) -> Result<Acquire, BackendError> {
         let now = Instant::now();
         match self.read().await? {
             Some(current) => {
                 let spec = current.spec.clone().unwrap_or_default();
-                let since = self.observed_since(&current, now).since;
+                let seen = self.observed_since(&current, now);
                 match holder_of(&spec) {
                     Some(holder) => Ok(Acquire::HeldBy {
                         holder,
-                        remaining: (since + Duration::from_secs(seconds(&spec)))
+                        remaining: (seen.since + seen.duration(lease))
                             .saturating_duration_since(now),
                     }),
                     None => Err(BackendError::new(format!(
@@ -874,16 +945,22 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(100);
         let uid = |u: &str| Some(u.to_string());
-        // Held, then emptied on the same object: a release, free at once.
-        let held = Observation::next(None, uid("u1"), spec("h"), t0);
-        let released = Observation::next(Some(held), uid("u1"), spec(""), t1);
+        // Held, then released on the same object: free at once.
+        let renewed = |spec: LeaseSpec, at: &str| LeaseSpec {
+            renew_time: Some(MicroTime(at.parse().expect("a timestamp"))),
+            ..spec
+        };
+        let held_spec = renewed(spec("h"), "2026-01-01T00:00:00Z");
+        let release = renewed(spec(""), "2026-01-01T00:00:01Z");
+        let held = Observation::next(None, uid("u1"), held_spec.clone(), t0);
+        let released = Observation::next(Some(held), uid("u1"), release.clone(), t1);
         assert!(released.release_seen);
         assert_eq!(released.since, t1);
         // Unchanged: the same observation, since its first sight.
         let again = Observation::next(
             Some(released),
             uid("u1"),
-            spec(""),
+            release.clone(),
             t1 + Duration::from_millis(500),
         );
         assert_eq!(again.since, t1);
@@ -895,6 +972,76 @@ mod tests {
         let emptied = Observation::next(Some(placeholder), uid("u3"), spec(""), t1);
         assert!(!emptied.release_seen);
         // First sight of an empty Lease: not a release.
-        assert!(!Observation::next(None, uid("u4"), spec(""), t0).release_seen);
+        assert!(!Observation::next(None, uid("u4"), release.clone(), t0).release_seen);
+        // An edit emptying the holder (its lease, token and renewTime
+        // kept), or any vacancy not shaped as a release: not a release.
+        let edits = [
+            LeaseSpec {
+                lease_duration_seconds: Some(2),
+                ..release.clone()
+            },
+            LeaseSpec {
+                lease_transitions: Some(7),
+                ..release.clone()
+            },
+            LeaseSpec {
+                renew_time: held_spec.renew_time.clone(),
+                ..release.clone()
+            },
+            LeaseSpec {
+                holder_identity: Some(String::new()),
+                ..held_spec.clone()
+            },
+        ];
+        for edit in edits {
+            let held = Observation::next(None, uid("u5"), held_spec.clone(), t0);
+            assert!(!Observation::next(Some(held), uid("u5"), edit, t1).release_seen);
+        }
+    }
+
+    #[test]
+    fn an_edit_never_shortens_the_lease_of_its_holder() {
+        let t0 = Instant::now();
+        let uid = |u: &str| Some(u.to_string());
+        let own = Duration::from_secs(1);
+        let held = LeaseSpec {
+            lease_duration_seconds: Some(6),
+            ..spec("h")
+        };
+        let seen = Observation::next(None, uid("u1"), held.clone(), t0);
+        assert_eq!(seen.duration(own), Duration::from_secs(6));
+        // leaseDurationSeconds removed or lowered under h: still 6 s.
+        for edited in [None, Some(2)] {
+            let seen = Observation::next(None, uid("u1"), held.clone(), t0);
+            let edit = LeaseSpec {
+                lease_duration_seconds: edited,
+                ..held.clone()
+            };
+            let seen = Observation::next(Some(seen), uid("u1"), edit, t0);
+            assert_eq!(seen.duration(own), Duration::from_secs(6));
+        }
+        // Missing at first sight: at least our own lease.
+        let bare = LeaseSpec {
+            lease_duration_seconds: None,
+            ..spec("h")
+        };
+        let seen = Observation::next(None, uid("u2"), bare, t0);
+        assert_eq!(
+            seen.duration(Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        // A new term (another token) may write a shorter lease.
+        let next_term = LeaseSpec {
+            lease_transitions: Some(1),
+            lease_duration_seconds: Some(2),
+            ..spec("h")
+        };
+        let seen = Observation::next(
+            Some(Observation::next(None, uid("u1"), held, t0)),
+            uid("u1"),
+            next_term,
+            t0,
+        );
+        assert_eq!(seen.duration(own), Duration::from_secs(2));
     }
 }

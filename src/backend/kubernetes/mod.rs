@@ -75,6 +75,34 @@ pub const VACANT: &str = "leaderd.io/vacant";
 /// is valid.
 pub const HANDOFF: &str = "leaderd.io/handoff";
 
+/// The highest fencing token and the longest `leaseDurationSeconds` seen
+/// in any read, write or watch event (a deletion's last state included):
+/// a placeholder carries a token above the one and waits at least the
+/// other, since the holder of a deleted Lease acts by the lease it wrote
+/// (which, during a rolling change of `lease_duration`, may be longer than
+/// ours).
+#[derive(Default)]
+pub struct HighestSeen {
+    token: AtomicU64,
+    lease_seconds: AtomicU64,
+}
+
+impl HighestSeen {
+    pub fn record(&self, spec: &LeaseSpec) {
+        self.token.fetch_max(token_of(spec), Ordering::Relaxed);
+        self.lease_seconds
+            .fetch_max(seconds(spec), Ordering::Relaxed);
+    }
+
+    fn token(&self) -> u64 {
+        self.token.load(Ordering::Relaxed)
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds.load(Ordering::Relaxed))
+    }
+}
+
 /// The Lease as last seen: client-go's observedRecord and observedTime,
 /// for one object.
 struct Observation {
@@ -197,8 +225,9 @@ pub struct KubernetesBackend {
     /// in that form: client-go's observedRecord / observedTime, kept per
     /// object (uid).
     observed: Mutex<Option<Observation>>,
-    /// The highest fencing token seen in any read, write or watch event.
-    highest_token_seen: Arc<AtomicU64>,
+    /// The highest token and longest lease seen in any read, write or
+    /// watch event.
+    highest: Arc<HighestSeen>,
     /// The uid of the last placeholder we said we wait for (said once).
     told_placeholder: Mutex<Option<String>>,
     presence: Arc<PresenceLeases>,
@@ -212,20 +241,15 @@ impl KubernetesBackend {
         let events = EventRecorder::new(client.clone());
         let leases: Api<Lease> = Api::namespaced(client, namespace);
         let (ticks, notices) = watch::channel(Notices::default());
-        let highest_token_seen = Arc::new(AtomicU64::new(0));
-        let watcher = LeaseWatcher::spawn(
-            leases.clone(),
-            name.to_string(),
-            ticks,
-            highest_token_seen.clone(),
-        );
+        let highest = Arc::new(HighestSeen::default());
+        let watcher = LeaseWatcher::spawn(leases.clone(), name.to_string(), ticks, highest.clone());
         KubernetesBackend {
             leases: leases.clone(),
             name: name.to_string(),
             namespace: namespace.to_string(),
             cached: Mutex::new(None),
             observed: Mutex::new(None),
-            highest_token_seen,
+            highest,
             told_placeholder: Mutex::new(None),
             presence: Arc::new(PresenceLeases::new(leases.clone(), namespace, name)),
             notices,
@@ -271,8 +295,7 @@ impl KubernetesBackend {
 
     fn remember(&self, lease: Option<Lease>) {
         if let Some(spec) = lease.as_ref().and_then(|l| l.spec.as_ref()) {
-            let token = token_of(spec);
-            self.highest_token_seen.fetch_max(token, Ordering::Relaxed);
+            self.highest.record(spec);
         }
         *lock(&self.cached) = lease;
     }
@@ -330,7 +353,7 @@ impl KubernetesBackend {
     /// time in seconds (above any counter that grew by at most one per
     /// second, for tokens nobody alive saw).
     async fn token_floor(&self) -> u64 {
-        let seen = self.highest_token_seen.load(Ordering::Relaxed);
+        let seen = self.highest.token();
         let announced = self.presence.highest_token_announced().await;
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -451,7 +474,9 @@ impl Backend for KubernetesBackend {
         // lease from our first sight of this form, which came after that
         // deletion.
         let unsettled = is_placeholder(&spec) || (!seen.release_seen && holder_of(&spec).is_none());
-        let settles = since + lease.max(seen.duration(lease));
+        // At least the longest lease seen: the deleted holder's may have
+        // been longer than ours (a rolling change of lease_duration).
+        let settles = since + lease.max(seen.duration(lease)).max(self.highest.lease());
         if unsettled && now < settles {
             self.say_placeholder(&current, settles - now);
             return Ok(Acquire::Contested {
@@ -713,7 +738,7 @@ impl Backend for KubernetesBackend {
 
 impl KubernetesBackend {
     fn highest_token(&self) -> u64 {
-        self.highest_token_seen.load(Ordering::Relaxed)
+        self.highest.token()
     }
 
     /// The Lease is missing: creates a placeholder, which nobody may take
@@ -724,7 +749,8 @@ impl KubernetesBackend {
         let now = now_micro();
         let spec = LeaseSpec {
             holder_identity: Some(VACANT.to_string()),
-            lease_duration_seconds: Some(whole_seconds(lease)),
+            // Every candidate waits this long on it, client-go's too.
+            lease_duration_seconds: Some(whole_seconds(lease.max(self.highest.lease()))),
             acquire_time: Some(now.clone()),
             renew_time: Some(now),
             lease_transitions: Some(i32::try_from(floor).unwrap_or(i32::MAX)),

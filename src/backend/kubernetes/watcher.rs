@@ -4,16 +4,16 @@
 //! annotation [`super::SWITCHOVER`]), so that the leader carries it out at
 //! once instead of at its next renewal.
 //!
-//! It also records the highest fencing token its events carry, a
-//! deletion's last state included, so that a Lease created again after a
-//! deletion counts on from there.
+//! It also records the highest fencing token and the longest lease its
+//! events carry, a deletion's last state included, so that a Lease created
+//! again after a deletion counts on from there and waits out the deleted
+//! holder's lease.
 //!
 //! As with Redis notices, this is an accelerator: followers still wake at
 //! the observed expiry if a watch event is lost, and the watcher ticks after
 //! every (re)connection because something may have changed meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,6 +22,7 @@ use kube::api::{Api, WatchEvent, WatchParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::HighestSeen;
 use crate::backend::Notices;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -35,10 +36,10 @@ impl LeaseWatcher {
         leases: Api<Lease>,
         name: String,
         ticks: watch::Sender<Notices>,
-        highest_token: Arc<AtomicU64>,
+        highest: Arc<HighestSeen>,
     ) -> LeaseWatcher {
         LeaseWatcher {
-            task: tokio::spawn(watch_lease(leases, name, ticks, highest_token)),
+            task: tokio::spawn(watch_lease(leases, name, ticks, highest)),
         }
     }
 }
@@ -53,16 +54,12 @@ async fn watch_lease(
     leases: Api<Lease>,
     name: String,
     ticks: watch::Sender<Notices>,
-    highest_token: Arc<AtomicU64>,
+    highest: Arc<HighestSeen>,
 ) {
     let record = |lease: &Lease| {
-        let token = lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.lease_transitions)
-            .and_then(|t| u64::try_from(t).ok())
-            .unwrap_or(0);
-        highest_token.fetch_max(token, Ordering::Relaxed);
+        if let Some(spec) = lease.spec.as_ref() {
+            highest.record(spec);
+        }
     };
     // A change of holder or term may be a release or an acquisition: wake
     // both kinds of waiter.

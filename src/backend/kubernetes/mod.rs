@@ -348,7 +348,7 @@ impl KubernetesBackend {
         sighting
     }
 
-    /// The least token a placeholder may carry: above every token this
+    /// The least token a placeholder or a new term may carry: above every token this
     /// candidate saw or another candidate announces, and at least the Unix
     /// time in seconds (above any counter that grew by at most one per
     /// second, for tokens nobody alive saw).
@@ -519,7 +519,13 @@ impl Backend for KubernetesBackend {
 
         // Free (released) or expired by our own observation: take it over
         // with a CAS on the resourceVersion we just read.
-        let token = token_of(&spec).max(self.highest_token()).saturating_add(1);
+        // The token floor on every take, not only on our placeholders: a
+        // Lease re-created by someone else (`spec: {}`) restarts its
+        // leaseTransitions at 0.
+        let token = self
+            .token_floor()
+            .await
+            .max(token_of(&spec).saturating_add(1));
         let mut next = current;
         next.spec = Some(new_term_spec(identity, lease, token));
         if let Some(annotations) = next.metadata.annotations.as_mut() {

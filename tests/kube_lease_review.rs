@@ -123,9 +123,10 @@ fn a_lease_recreated_by_someone_else_does_not_restart_the_tokens() {
 
 /// `leaseTransitions` is an int32: a Lease whose token is at its limit
 /// (2^31 - 1; the Unix time reaches it in 2038, and any Lease writer can
-/// set it) must not give the next term the same token again (the token is
-/// clamped to i32::MAX instead of refusing), which a fenced store accepts
-/// as "not lower".
+/// set it) must not give the next term the same token again (it was
+/// clamped to i32::MAX), which a fenced store accepts as "not lower". No
+/// token above it fits, so nobody leads: the candidate says why and what
+/// to do instead.
 #[test]
 fn a_token_at_the_int32_limit_is_never_handed_out_twice() {
     let ns = control_plane().namespace("kv-int32");
@@ -139,21 +140,36 @@ fn a_token_at_the_int32_limit_is_never_handed_out_twice() {
         json!({"holderIdentity": "x", "leaseDurationSeconds": 1, "leaseTransitions": limit}),
     );
     let a = start(&ns, &config(&ns, name, 1, 600, 150), &kubeconfig, "a");
+    wait_until(PATIENCE, "a says no term can start", || {
+        a.log().contains("no term can start")
+    });
+    // Well past x's lease: a must still not lead.
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        if let Some(token) = a
-            .is_leading()
-            .then(|| a.try_status())
-            .flatten()
-            .and_then(|s| s["fencing_token"].as_u64())
-        {
-            assert!(
-                token > limit as u64,
-                "a leads with token {token}, the token x's term already had\n{}",
-                ns.dump_lease_writes(name)
-            );
-        }
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !a.is_leading(),
+            "a leads although no token above {limit} fits leaseTransitions\n{}",
+            ns.dump_lease_writes(name)
+        );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    let twice: Vec<_> = ns
+        .lease_writes(name)
+        .into_iter()
+        .filter(|w| !w.by_test && w.holder() != "x" && w.transitions() == Some(limit))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "token {limit} handed out again: {twice:?}"
+    );
+    let logs = a.log();
+    for needed in [
+        "leaseTransitions",
+        "2147483647",
+        "delete the Lease",
+        "Redis",
+    ] {
+        assert!(logs.contains(needed), "the error names {needed:?}:\n{logs}");
     }
 }
 

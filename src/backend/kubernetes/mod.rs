@@ -230,6 +230,8 @@ pub struct KubernetesBackend {
     highest: Arc<HighestSeen>,
     /// The uid of the last placeholder we said we wait for (said once).
     told_placeholder: Mutex<Option<String>>,
+    /// The last token we said does not fit `leaseTransitions` (said once).
+    told_token_limit: Mutex<Option<u64>>,
     presence: Arc<PresenceLeases>,
     notices: watch::Receiver<Notices>,
     events: EventRecorder,
@@ -251,6 +253,7 @@ impl KubernetesBackend {
             observed: Mutex::new(None),
             highest,
             told_placeholder: Mutex::new(None),
+            told_token_limit: Mutex::new(None),
             presence: Arc::new(PresenceLeases::new(leases.clone(), namespace, name)),
             notices,
             events,
@@ -526,8 +529,14 @@ impl Backend for KubernetesBackend {
             .token_floor()
             .await
             .max(token_of(&spec).saturating_add(1));
+        // Never clamped: a token handed out twice is accepted by a fenced
+        // store as "not lower".
+        let Ok(transitions) = i32::try_from(token) else {
+            self.say_token_limit(token);
+            return Ok(Acquire::Contested { retry_in: lease });
+        };
         let mut next = current;
-        next.spec = Some(new_term_spec(identity, lease, token));
+        next.spec = Some(new_term_spec(identity, lease, transitions));
         if let Some(annotations) = next.metadata.annotations.as_mut() {
             annotations.remove(HANDOFF);
         }
@@ -752,6 +761,10 @@ impl KubernetesBackend {
     /// candidate created the Lease first.
     async fn create_placeholder(&self, lease: Duration) -> Result<Option<Lease>, BackendError> {
         let floor = self.token_floor().await;
+        let Ok(floor) = i32::try_from(floor) else {
+            self.say_token_limit(floor);
+            return Ok(None);
+        };
         let now = now_micro();
         let spec = LeaseSpec {
             holder_identity: Some(VACANT.to_string()),
@@ -759,7 +772,7 @@ impl KubernetesBackend {
             lease_duration_seconds: Some(whole_seconds(lease.max(self.highest.lease()))),
             acquire_time: Some(now.clone()),
             renew_time: Some(now),
-            lease_transitions: Some(i32::try_from(floor).unwrap_or(i32::MAX)),
+            lease_transitions: Some(floor),
             ..LeaseSpec::default()
         };
         self.create(spec).await
@@ -776,6 +789,21 @@ impl KubernetesBackend {
                 "the lease does not exist or was replaced (a new election, or it was deleted): its placeholder is taken once it has been seen unchanged for one lease_duration, so that a holder of a deleted lease has stopped acting"
             );
             *told = Some(uid);
+        }
+    }
+
+    /// Says once per token that no term can start: the next token does not
+    /// fit `leaseTransitions`.
+    fn say_token_limit(&self, token: u64) {
+        let mut told = lock(&self.told_token_limit);
+        if *told != Some(token) {
+            tracing::error!(
+                lease = %format!("{}/{}", self.namespace, self.name),
+                token,
+                limit = i32::MAX,
+                "no term can start: the next fencing token does not fit leaseTransitions, an int32 (at most 2^31 - 1 = 2147483647), and handing out the same token twice would defeat fencing; nobody leads until this is resolved: delete the Lease (it is recreated with a token floor from the clock, above every counter kept by one per second, which fits until 2038-01-19) or use the Redis backend (64-bit tokens)"
+            );
+            *told = Some(token);
         }
     }
 
@@ -854,14 +882,14 @@ pub async fn preflight(
     result
 }
 
-fn new_term_spec(identity: &str, lease: Duration, token: u64) -> LeaseSpec {
+fn new_term_spec(identity: &str, lease: Duration, token: i32) -> LeaseSpec {
     let now = now_micro();
     LeaseSpec {
         holder_identity: Some(identity.to_string()),
         lease_duration_seconds: Some(whole_seconds(lease)),
         acquire_time: Some(now.clone()),
         renew_time: Some(now),
-        lease_transitions: Some(i32::try_from(token).unwrap_or(i32::MAX)),
+        lease_transitions: Some(token),
         ..LeaseSpec::default()
     }
 }

@@ -442,13 +442,7 @@ impl PresenceLeases {
                     lease_of(&lease),
                     changed.map(|at| at.elapsed()),
                 );
-                let highest_token = lease
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(HIGHEST_TOKEN))
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0);
+                let highest_token = announced_token(&name, &lease);
                 Some(Listed {
                     name,
                     uid: lease.metadata.uid,
@@ -601,6 +595,32 @@ impl PresenceLeases {
 /// writer's clock) against ours, zero if it is a little ahead (skew within
 /// its `lease`); a `renewTime` further ahead is not believed, and counts
 /// only from when we last saw the Lease change (`changed_ago`).
+/// The token a presence Lease announces, if it could be a token: one
+/// above the int32 `leaseTransitions` was not written by a candidate and
+/// would stop every election, so it is ignored (and said).
+fn announced_token(name: &str, lease: &Lease) -> u64 {
+    let Some(text) = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HIGHEST_TOKEN))
+    else {
+        return 0;
+    };
+    match text.parse::<u64>() {
+        Ok(token) if token <= i32::MAX as u64 => token,
+        Ok(_) | Err(_) => {
+            tracing::warn!(
+                presence = name,
+                annotation = HIGHEST_TOKEN,
+                value = %text,
+                "a presence Lease announces a token that is not an int32 leaseTransitions (at most 2147483647); ignored"
+            );
+            0
+        }
+    }
+}
+
 fn age_of(
     renewed: Option<SystemTime>,
     now: SystemTime,
@@ -741,6 +761,21 @@ mod tests {
             age: Duration::from_millis(age_ms),
             highest_token: 0,
         }
+    }
+
+    #[test]
+    fn an_announced_token_is_an_int32_or_ignored() {
+        let announcing = |value: &str| Lease {
+            metadata: ObjectMeta {
+                annotations: Some([(HIGHEST_TOKEN.to_string(), value.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        assert_eq!(announced_token("p", &announcing("2147483647")), 2147483647);
+        assert_eq!(announced_token("p", &announcing("2147483648")), 0);
+        assert_eq!(announced_token("p", &announcing("x")), 0);
+        assert_eq!(announced_token("p", &Lease::default()), 0);
     }
 
     #[test]

@@ -547,7 +547,9 @@ fn a_higher_priority_candidate_takes_the_free_lease() {
         "b took the lease kept for c:\n{}",
         e.ns.dump_lease_writes(&e.name)
     );
-    assert_eq!(token_of(&c), token + 1, "one takeover, by c");
+    // A greater token (the floor of every take is at least the Unix
+    // time, so not necessarily token + 1).
+    assert!(token_of(&c) > token, "a new term, by c");
     assert!(!b.is_leading());
 }
 
@@ -857,7 +859,9 @@ fn an_unhealthy_leader_hands_over_to_a_healthy_candidate() {
     wait_until(PATIENCE, "b leads", || b.is_leading());
     assert!(!a.is_leading());
     assert!(!c.is_leading());
-    assert_eq!(token_of(&b), token + 1, "one takeover, by b");
+    // A greater token (the floor of every take is at least the Unix
+    // time, so not necessarily token + 1).
+    assert!(token_of(&b) > token, "a new term, by b");
     assert_eq!(
         metric_sum(
             &a.metrics(),
@@ -893,7 +897,9 @@ fn with_preempt_the_preferred_candidate_takes_over_after_the_delay() {
     let token = token_of(&a);
     let b = e.start_with("b", &high, &e.kubeconfig, &[]);
     wait_until(PATIENCE, "b takes over", || b.is_leading());
-    assert_eq!(token_of(&b), token + 1, "one takeover, by b");
+    // A greater token (the floor of every take is at least the Unix
+    // time, so not necessarily token + 1).
+    assert!(token_of(&b) > token, "a new term, by b");
     assert_eq!(
         metric_sum(
             &a.metrics(),

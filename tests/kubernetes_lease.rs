@@ -762,7 +762,8 @@ fn client_go_release_is_taken_at_once() {
         "took the released lease only after {gap:?}"
     );
     assert_eq!(takeover.holder(), "cg-follower");
-    assert_eq!(takeover.transitions(), Some(6));
+    // Above 5 (the token floor is at least the Unix time).
+    assert!(takeover.transitions().is_some_and(|t| t > 5));
 }
 
 /// A record whose renewTime is an hour in the future (its writer's clock
@@ -803,8 +804,9 @@ fn future_renew_time_is_taken_over_after_lease_duration() {
         "taken over {after:?} after leaderd started: before the record could have expired by its observation"
     );
     assert_eq!(takeover.holder(), "future");
-    assert_eq!(takeover.transitions(), Some(8));
-    assert_eq!(token_of(&d), 8);
+    // Above 7 (the token floor is at least the Unix time).
+    assert!(takeover.transitions().is_some_and(|t| t > 7));
+    assert_eq!(takeover.transitions(), Some(token_of(&d) as i64));
     let rec =
         client_go_record(&last_sent_spec(&ns, "kl-future", "future")).expect("client-go readable");
     assert!(
@@ -901,7 +903,8 @@ fn conflicts_are_reread_and_another_holder_means_lock_lost() {
         "overwrote the intruder's live record:\n{}",
         ns.dump_lease_writes("kl-cas")
     );
-    assert_eq!(back.transitions(), Some(token as i64 + 2));
+    // Above the intruder's (the token floor is at least the Unix time).
+    assert!(back.transitions().is_some_and(|t| t > token as i64 + 1));
 }
 
 /// An API server slower than renew_deadline (a proxy delays every byte):

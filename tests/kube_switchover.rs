@@ -109,12 +109,22 @@ impl Election {
     fn start_three(&self) -> Vec<Leaderd> {
         let group: Vec<Leaderd> = ["a", "b", "c"].iter().map(|id| self.start(id)).collect();
         wait_for_leader(&group.iter().collect::<Vec<_>>(), PATIENCE);
-        wait_until(PATIENCE, "every candidate is listed", || {
-            group.iter().all(|d| {
-                d.try_status()
-                    .is_some_and(|s| s["candidates"].as_array().is_some_and(|c| c.len() == 3))
-            })
-        });
+        // Listed, and each sees the leader: a candidate that lost the race
+        // for the placeholder learns the winner only after its own CAS
+        // (preceded by a list of the presence Leases for the token floor)
+        // fails.
+        wait_until(
+            PATIENCE,
+            "every candidate is listed and sees the leader",
+            || {
+                group.iter().all(|d| {
+                    d.try_status().is_some_and(|s| {
+                        s["candidates"].as_array().is_some_and(|c| c.len() == 3)
+                            && s["leader"].is_string()
+                    })
+                })
+            },
+        );
         group
     }
 

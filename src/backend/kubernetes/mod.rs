@@ -26,13 +26,17 @@
 //!   candidate creates a *placeholder* ([`VACANT`] as holder, the token
 //!   floor as `leaseTransitions`), which anyone takes only the ordinary
 //!   way: by a CAS after seeing that same object (same `uid`) unchanged
-//!   for one lease by its own clock. An object seen for the first time
-//!   empty (replaced by an empty one, say) waits the same lease; only a
-//!   release seen happening on the object is free at once.
-//! - Tokens only grow, across deletions too: a placeholder carries the
-//!   highest token seen (reads, watch events including a deletion's last
-//!   state, the candidates' presence Leases), and at least the Unix time
-//!   in seconds.
+//!   for one lease by its own clock (at least the longest
+//!   `leaseDurationSeconds` seen, which it also carries). An object seen
+//!   for the first time empty (replaced by an empty one, say) waits the
+//!   same lease; only a release seen happening on the object, in a
+//!   release's shape, is free at once (an edit emptying the holder is
+//!   not the holder's word, nor one removing its lease duration).
+//! - Tokens only grow, across deletions and re-creations too: every new
+//!   term and placeholder takes at least the highest token seen (reads,
+//!   watch events including a deletion's last state, the candidates'
+//!   presence Leases) + 1, and at least the Unix time in seconds; a token
+//!   that does not fit the int32 is refused, never clamped.
 //! - Steering (see [`presence`] for the candidates): a pending switchover
 //!   is the annotation [`SWITCHOVER`] on the Lease, written with CAS and
 //!   read by the leader from the Lease its renewal writes; a switchover's

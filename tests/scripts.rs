@@ -115,14 +115,11 @@ fn release(redis: &RedisServer, value: &str, also: &str, notice: &str, token: u6
         "notice": notice,
         "handoff": "",
         "lease_ms": 1000,
-        "leave": "",
     });
     run(
         redis,
         RELEASE,
-        &[
-            LOCK, RELEASED, HANDOFF, SWITCHOVER, VACANT, MEMBERS, SEEN, PREFERRED,
-        ],
+        &[LOCK, RELEASED, HANDOFF, SWITCHOVER, VACANT, PREFERRED],
         &[&args.to_string()],
     )
 }

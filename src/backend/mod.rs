@@ -98,6 +98,23 @@ pub struct Presence {
     pub standing_aside: bool,
 }
 
+/// The best healthy candidate other than `me`: highest priority, then the
+/// longest standing (earliest start), then by name.
+pub fn best_other<'a>(
+    me: &str,
+    candidates: impl IntoIterator<Item = &'a Presence>,
+) -> Option<&'a Presence> {
+    candidates
+        .into_iter()
+        .filter(|c| c.identity != me && c.healthy)
+        .max_by(|a, b| {
+            a.priority
+                .cmp(&b.priority)
+                .then_with(|| b.started_at.cmp(&a.started_at))
+                .then_with(|| b.identity.cmp(&a.identity))
+        })
+}
+
 /// A candidate as the store lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {

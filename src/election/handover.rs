@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::state::Reason;
+pub use crate::backend::best_other;
 use crate::backend::{Presence, Standing, Switchover};
 
 /// The leader's side of priorities.
@@ -163,23 +164,6 @@ pub fn scheduled(request: &Switchover) -> Option<SystemTime> {
     let seconds = u64::try_from(at.as_second()).ok()?;
     let nanos = u32::try_from(at.subsec_nanosecond()).unwrap_or(0);
     SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
-}
-
-/// The best healthy candidate other than `me`: highest priority, then the
-/// longest standing (earliest start), then by name.
-pub fn best_other<'a>(
-    me: &str,
-    candidates: impl IntoIterator<Item = &'a Presence>,
-) -> Option<&'a Presence> {
-    candidates
-        .into_iter()
-        .filter(|c| c.identity != me && c.healthy)
-        .max_by(|a, b| {
-            a.priority
-                .cmp(&b.priority)
-                .then_with(|| b.started_at.cmp(&a.started_at))
-                .then_with(|| b.identity.cmp(&a.identity))
-        })
 }
 
 #[cfg(test)]

@@ -769,16 +769,9 @@ impl KubernetesBackend {
             self.say_token_limit(floor);
             return Ok(None);
         };
-        let now = now_micro();
-        let spec = LeaseSpec {
-            holder_identity: Some(VACANT.to_string()),
-            // Every candidate waits this long on it, client-go's too.
-            lease_duration_seconds: Some(whole_seconds(lease.max(self.highest.lease()))),
-            acquire_time: Some(now.clone()),
-            renew_time: Some(now),
-            lease_transitions: Some(floor),
-            ..LeaseSpec::default()
-        };
+        // Held by nobody for the longest lease seen: every candidate waits
+        // that long on it, client-go's too.
+        let spec = new_term_spec(VACANT, lease.max(self.highest.lease()), floor);
         self.create(spec).await
     }
 

@@ -586,7 +586,7 @@ impl PresenceLeases {
             }
         };
         let candidates = present(listed, lease, None);
-        let top = best(candidates.iter().map(|c| &c.presence), &me.identity)?;
+        let top = crate::backend::best_other(&me.identity, candidates.iter().map(|c| &c.presence))?;
         (!me.healthy || top.priority > me.priority).then(|| top.identity.clone())
     }
 }
@@ -686,21 +686,9 @@ fn standing_of(me: &Presence, others: &[Presence]) -> Standing {
         .chain(std::iter::once(me))
         .collect();
     let healthy = everyone.iter().filter(|p| p.healthy).count() as u64;
-    let preferred = best(everyone.iter().copied(), "").map(|p| (p.identity.clone(), p.priority));
+    let preferred = crate::backend::best_other("", everyone.iter().copied())
+        .map(|p| (p.identity.clone(), p.priority));
     Standing { preferred, healthy }
-}
-
-/// The best healthy candidate other than `except`: the highest priority,
-/// then the longest standing, then by name (the order switchovers use).
-fn best<'a>(candidates: impl Iterator<Item = &'a Presence>, except: &str) -> Option<&'a Presence> {
-    candidates
-        .filter(|p| p.healthy && p.identity != except)
-        .max_by(|a, b| {
-            a.priority
-                .cmp(&b.priority)
-                .then_with(|| b.started_at.cmp(&a.started_at))
-                .then_with(|| b.identity.cmp(&a.identity))
-        })
 }
 
 /// `<election>-<12 hex digits of FNV-1a of identity>`, within the 253

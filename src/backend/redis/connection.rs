@@ -604,6 +604,11 @@ fn error(shown: &str, err: impl std::fmt::Display) -> BackendError {
     BackendError::new(format!("{shown}: {err}"))
 }
 
+/// A connect's error, which `Inner::get` prefixes with the server (once).
+fn unprefixed(err: impl std::fmt::Display) -> BackendError {
+    BackendError::new(err.to_string())
+}
+
 impl Connection {
     fn from_endpoint(endpoint: Endpoint, shown: String) -> Connection {
         Connection {
@@ -904,16 +909,13 @@ impl Inner {
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&config())
                     .await
-                    .map_err(|err| error(&self.shown, err))?;
+                    .map_err(unprefixed)?;
                 let conn = AnyConnection::Single(conn);
                 self.load_scripts(&conn).await;
                 Ok((conn, self.shown.clone()))
             }
             Endpoint::Cluster { client, .. } => {
-                let conn = client
-                    .get_async_connection()
-                    .await
-                    .map_err(|err| error(&self.shown, err))?;
+                let conn = client.get_async_connection().await.map_err(unprefixed)?;
                 let conn = AnyConnection::Cluster(conn);
                 self.load_scripts(&conn).await;
                 Ok((conn, self.shown.clone()))
@@ -924,14 +926,14 @@ impl Inner {
                     None => sentinels
                         .resolve(Instant::now() + CONNECT_TIMEOUT)
                         .await
-                        .map_err(|err| error(&self.shown, err))?,
+                        .map_err(unprefixed)?,
                 };
                 let client = master_client(&sentinels.template, &sentinels.security, &master)
-                    .map_err(|err| error(&self.shown, err))?;
+                    .map_err(unprefixed)?;
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&config())
                     .await
-                    .map_err(|err| error(&self.shown, format!("master {master}: {err}")))?;
+                    .map_err(|err| unprefixed(format!("master {master}: {err}")))?;
                 let mut asked = conn.clone();
                 let conn = AnyConnection::Single(conn);
                 // Both in one round trip.
@@ -940,15 +942,13 @@ impl Inner {
                     role_cmd.query_async::<Vec<Value>>(&mut asked),
                     self.load_scripts(&conn)
                 );
-                let role =
-                    role.map_err(|err| error(&self.shown, format!("master {master}: {err}")))?;
+                let role = role.map_err(|err| unprefixed(format!("master {master}: {err}")))?;
                 // A Sentinel majority can lag behind a failover: only a
                 // server that says it is master may hold the lease.
                 if !matches!(role.first(), Some(Value::BulkString(b)) if b == b"master") {
-                    return Err(error(
-                        &self.shown,
-                        format!("{master} is not a master (failover in progress?)"),
-                    ));
+                    return Err(unprefixed(format!(
+                        "{master} is not a master (failover in progress?)"
+                    )));
                 }
                 Ok((conn, master))
             }

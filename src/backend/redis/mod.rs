@@ -139,7 +139,6 @@ impl RedisBackend {
                 notice: "",
                 handoff: None,
                 lease: Duration::ZERO,
-                leave: None,
             };
             async move { self.nodes[*i].release(&args, deadline).await }
         }))
@@ -457,7 +456,6 @@ impl Backend for RedisBackend {
             notice: &notice,
             handoff: handoff.as_deref(),
             lease,
-            leave: None,
         };
         let answers = join_all(
             self.nodes

@@ -144,8 +144,6 @@ pub struct ReleaseArgs<'a> {
     /// The switchover's handoff record (JSON).
     pub handoff: Option<&'a str>,
     pub lease: Duration,
-    /// Remove this identity from the members (leaving for good).
-    pub leave: Option<&'a str>,
 }
 
 /// What a look at the lease found.
@@ -289,29 +287,26 @@ impl Node {
         })
         .to_string();
         let keys = &self.keys;
-        let reply: Value = self
-            .connection
-            .run(deadline, |mut conn| async move {
-                self.scripts
-                    .acquire
-                    .key(&keys.lock)
-                    .key(&keys.fence)
-                    .key(&keys.released)
-                    .key(&keys.quarantine)
-                    .key(&keys.members)
-                    .key(&keys.seen)
-                    .key(&keys.preferred)
-                    .key(&keys.handoff)
-                    .key(&keys.vacant)
-                    .arg(json)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+        let items = self
+            .eval(
+                "acquire",
+                &self.scripts.acquire,
+                &[
+                    &keys.lock,
+                    &keys.fence,
+                    &keys.released,
+                    &keys.quarantine,
+                    &keys.members,
+                    &keys.seen,
+                    &keys.preferred,
+                    &keys.handoff,
+                    &keys.vacant,
+                ],
+                json,
+                deadline,
+            )
             .await?;
-        let unexpected = || self.unexpected("acquire", &reply);
-        let Value::Array(items) = &reply else {
-            return Err(unexpected());
-        };
+        let unexpected = || self.unexpected("acquire", &items);
         match items.as_slice() {
             [Value::Int(1), Value::Int(token), value, Value::Int(now_us)] => {
                 self.saw_clock(*now_us);
@@ -383,25 +378,22 @@ impl Node {
         })
         .to_string();
         let keys = &self.keys;
-        let reply: Value = self
-            .connection
-            .run(deadline, |mut conn| async move {
-                self.scripts
-                    .observe
-                    .key(&keys.lock)
-                    .key(&keys.members)
-                    .key(&keys.seen)
-                    .key(&keys.preferred)
-                    .key(&keys.handoff)
-                    .arg(json)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+        let items = self
+            .eval(
+                "observe",
+                &self.scripts.observe,
+                &[
+                    &keys.lock,
+                    &keys.members,
+                    &keys.seen,
+                    &keys.preferred,
+                    &keys.handoff,
+                ],
+                json,
+                deadline,
+            )
             .await?;
-        let unexpected = || self.unexpected("observe", &reply);
-        let Value::Array(items) = &reply else {
-            return Err(unexpected());
-        };
+        let unexpected = || self.unexpected("observe", &items);
         match items.as_slice() {
             [Value::Int(0), value, Value::Int(pttl)] => self.held(value, *pttl),
             [Value::Int(8)] => Ok(Looked::Free),
@@ -423,11 +415,8 @@ impl Node {
         deadline: Instant,
     ) -> Result<Vec<Listed>, BackendError> {
         let json = serde_json::json!({"op": "list", "member_ttl_ms": millis(lease)}).to_string();
-        let reply = self.run_members(json, deadline).await?;
-        let unexpected = || self.unexpected("list members", &reply);
-        let Value::Array(items) = &reply else {
-            return Err(unexpected());
-        };
+        let items = self.run_members("list members", json, deadline).await?;
+        let unexpected = || self.unexpected("list members", &items);
         match items.as_slice() {
             [Value::Int(2), description] => {
                 Err(BackendError::new(text(description).unwrap_or_default()))
@@ -450,23 +439,24 @@ impl Node {
     /// Removes `identity` from the members (it leaves for good).
     pub async fn leave(&self, identity: &str, deadline: Instant) -> Result<(), BackendError> {
         let json = serde_json::json!({"op": "leave", "identity": identity}).to_string();
-        self.run_members(json, deadline).await.map(|_| ())
+        self.run_members("leave", json, deadline).await.map(|_| ())
     }
 
-    async fn run_members(&self, json: String, deadline: Instant) -> Result<Value, BackendError> {
+    async fn run_members(
+        &self,
+        operation: &str,
+        json: String,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, BackendError> {
         let keys = &self.keys;
-        self.connection
-            .run(deadline, |mut conn| async move {
-                self.scripts
-                    .members
-                    .key(&keys.members)
-                    .key(&keys.seen)
-                    .key(&keys.preferred)
-                    .arg(json)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await
+        self.eval(
+            operation,
+            &self.scripts.members,
+            &[&keys.members, &keys.seen, &keys.preferred],
+            json,
+            deadline,
+        )
+        .await
     }
 
     /// `op`: `request` (with `record`), `cancel` or `get`.
@@ -479,21 +469,16 @@ impl Node {
         let json = serde_json::json!({"op": op, "record": record, "channel": self.keys.channel})
             .to_string();
         let keys = &self.keys;
-        let reply: Value = self
-            .connection
-            .run(deadline, |mut conn| async move {
-                self.scripts
-                    .switchover
-                    .key(&keys.switchover)
-                    .arg(json)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+        let items = self
+            .eval(
+                "switchover",
+                &self.scripts.switchover,
+                &[&keys.switchover],
+                json,
+                deadline,
+            )
             .await?;
-        let unexpected = || self.unexpected("switchover", &reply);
-        let Value::Array(items) = &reply else {
-            return Err(unexpected());
-        };
+        let unexpected = || self.unexpected("switchover", &items);
         match (op, items.as_slice()) {
             ("request" | "cancel", [Value::Int(1)]) => Ok(SwitchoverReply::Done),
             ("request" | "get", [Value::Int(_), record]) => Ok(SwitchoverReply::Pending(
@@ -563,26 +548,23 @@ impl Node {
         })
         .to_string();
         let keys = &self.keys;
-        let reply: Value = self
-            .connection
-            .run(deadline, |mut conn| async move {
-                self.scripts
-                    .renew
-                    .key(&keys.lock)
-                    .key(&keys.fence)
-                    .key(&keys.released)
-                    .key(&keys.members)
-                    .key(&keys.seen)
-                    .key(&keys.preferred)
-                    .key(&keys.switchover)
-                    .arg(json)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+        let items = self
+            .eval(
+                "renew",
+                &self.scripts.renew,
+                &[
+                    &keys.lock,
+                    &keys.fence,
+                    &keys.released,
+                    &keys.members,
+                    &keys.seen,
+                    &keys.preferred,
+                    &keys.switchover,
+                ],
+                json,
+                deadline,
+            )
             .await?;
-        let Value::Array(items) = &reply else {
-            return Err(self.unexpected("renew", &reply));
-        };
         match items.as_slice() {
             [
                 Value::Int(1),
@@ -616,7 +598,7 @@ impl Node {
                 Ok(Renewal::Late)
             }
             [Value::Int(5), error] => Err(self.full(error)),
-            _ => Err(self.unexpected("renew", &reply)),
+            _ => Err(self.unexpected("renew", &items)),
         }
     }
 
@@ -634,42 +616,62 @@ impl Node {
             "notice": args.notice,
             "handoff": args.handoff.unwrap_or(""),
             "lease_ms": millis(args.lease),
-            "leave": args.leave.unwrap_or(""),
         })
         .to_string();
         let keys = &self.keys;
-        let reply: Value = self
-            .connection
-            .run(deadline, |mut conn| async move {
-                self.scripts
-                    .release
-                    .key(&keys.lock)
-                    .key(&keys.released)
-                    .key(&keys.handoff)
-                    .key(&keys.switchover)
-                    .key(&keys.vacant)
-                    .key(&keys.members)
-                    .key(&keys.seen)
-                    .key(&keys.preferred)
-                    .arg(json)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+        let items = self
+            .eval(
+                "release",
+                &self.scripts.release,
+                &[
+                    &keys.lock,
+                    &keys.released,
+                    &keys.handoff,
+                    &keys.switchover,
+                    &keys.vacant,
+                    &keys.preferred,
+                ],
+                json,
+                deadline,
+            )
             .await?;
-        let Value::Array(items) = &reply else {
-            return Err(self.unexpected("release", &reply));
-        };
         match items.as_slice() {
             [Value::Int(1)] => Ok(Released::Yes),
             [Value::Int(0), ..] => Ok(Released::NotOurs),
             [Value::Int(2), description] => Ok(Released::YesForeignMarker(
                 text(description).unwrap_or_default(),
             )),
-            _ => Err(self.unexpected("release", &reply)),
+            _ => Err(self.unexpected("release", &items)),
         }
     }
 
-    fn unexpected(&self, operation: &str, reply: &Value) -> BackendError {
+    /// Runs one of leaderd's scripts with these keys and its one JSON
+    /// argument, bounded by `deadline`; every script answers an array.
+    async fn eval(
+        &self,
+        operation: &str,
+        script: &Script,
+        keys: &[&str],
+        json: String,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, BackendError> {
+        let reply: Value = self
+            .connection
+            .run(deadline, |mut conn| async move {
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(*key);
+                }
+                invocation.arg(json).invoke_async(&mut conn).await
+            })
+            .await?;
+        match reply {
+            Value::Array(items) => Ok(items),
+            other => Err(self.unexpected(operation, &other)),
+        }
+    }
+
+    fn unexpected(&self, operation: &str, reply: &impl std::fmt::Debug) -> BackendError {
         BackendError::new(format!(
             "{}: unexpected reply to {operation}: {reply:?}",
             self.connection.shown_url()

@@ -2,8 +2,7 @@
 -- (compare-and-DEL), then wakes the waiting candidates through pub/sub.
 --
 -- KEYS[1] lock     KEYS[2] last released token   KEYS[3] handoff
--- KEYS[4] switchover    KEYS[5] vacant since
--- KEYS[6] members  KEYS[7] seen  KEYS[8] preferred
+-- KEYS[4] switchover    KEYS[5] vacant since    KEYS[6] preferred
 -- ARGV[1] JSON {
 --   value: our lock value, also: another value that is also ours or ''
 --          (quorum mode: the sealed form of a grant, when it is unknown
@@ -16,8 +15,7 @@
 --            out a switchover names its id, `switchover`, and removes that
 --            record: only that one, as another may have been asked for
 --            since),
---   lease_ms,
---   leave: identity to remove from the members (shutdown), or ''
+--   lease_ms
 -- }
 --
 -- The released token tells followers that the lease ended on purpose, not
@@ -40,11 +38,6 @@ end
 if args.notice == '' then
   return {ours and 1 or 0}
 end
-if args.leave ~= '' and redis.call('TYPE', KEYS[6])['ok'] == 'hash' then
-  redis.call('HDEL', KEYS[6], args.leave)
-  redis.pcall('ZREM', KEYS[7], args.leave)
-  redis.pcall('ZREM', KEYS[8], args.leave)
-end
 local warning = nil
 local released = redis.pcall('GET', KEYS[2])
 if type(released) == 'table' or (released ~= false and tonumber(released) == nil) then
@@ -57,8 +50,8 @@ if ours then
   -- take back the lease it just gave up, over those it gave it up to).
   local decoded, lock = pcall(cjson.decode, args.value)
   if decoded and type(lock) == 'table' and type(lock.holder) == 'string'
-      and redis.call('TYPE', KEYS[8])['ok'] == 'zset' then
-    redis.call('ZREM', KEYS[8], lock.holder)
+      and redis.call('TYPE', KEYS[6])['ok'] == 'zset' then
+    redis.call('ZREM', KEYS[6], lock.holder)
   end
   if args.handoff ~= '' then
     redis.call('SET', KEYS[3], args.handoff, 'PX', args.lease_ms)

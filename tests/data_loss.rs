@@ -3,7 +3,7 @@
 //! lease to a candidate that never saw the old one while the old leader may
 //! still act, nor hand out a token smaller than one it handed out before.
 //! Also: the other ways the scripts could touch keys leaderd did not write,
-//! and a full Redis.
+//! and a full Redis; and a lock deleted alone under its live holder.
 
 #[path = "support/procs.rs"]
 mod procs;
@@ -191,4 +191,45 @@ fn a_foreign_fence_counter_is_left_alone() {
     });
     assert!(!a.is_leading());
     assert_eq!(redis.get(&fence_key(name)).as_deref(), Some("not a number"));
+}
+
+/// Only the lock key lost, under a live holder (an operator's DEL, eviction
+/// under an allkeys policy, a failover that lost the last write): the
+/// fencing counter survives, so there is no quarantine, and a candidate that
+/// just started never saw the holder. The term key (the lock value again,
+/// with its TTL) keeps the lease held until the old term could have ended.
+/// Found by an attacker's review: the leader processes overlapped ~1 s.
+#[test]
+fn a_fresh_candidate_does_not_take_a_lease_that_vanished_under_its_holder() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let watcher = ProcessWatcher::start(&dir.path().join("pids"));
+    let cfg = format!(
+        "{}leader_process:\n  command: {}\n  grace_period: 200ms\n",
+        config_with(
+            "vanished",
+            &redis.url(),
+            std::time::Duration::from_secs(3),
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(1),
+        ),
+        recording_command(watcher.file())
+    );
+    let a = Leaderd::start(&cfg, "a");
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    wait_until(PATIENCE, "a's leader process runs", || {
+        watcher.running_of("a").len() == 2
+    });
+    redis.cmd(&["DEL", &lock_key("vanished")]);
+    let b = Leaderd::start(&cfg, "b");
+    wait_until(PATIENCE, "someone leads again", || {
+        b.is_leading() || a.is_leading()
+    });
+    wait_until(
+        PATIENCE,
+        "the first term's processes are gone or b's run",
+        || watcher.running_of("a").is_empty() || watcher.running_of("b").len() == 2,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    watcher.assert_no_overlap();
 }

@@ -24,6 +24,7 @@ const PREFERRED: &str = "leaderd:{s}:preferred";
 const SWITCHOVER: &str = "leaderd:{s}:switchover";
 const HANDOFF: &str = "leaderd:{s}:handoff";
 const VACANT: &str = "leaderd:{s}:vacant";
+const TERM: &str = "leaderd:{s}:term";
 const CHANNEL: &str = "leaderd:{s}:events";
 
 const PRESENCE: &str = r#"{"identity":"node-1","url":null,"version":"t","priority":0,"healthy":true,"started_at":"2026-12-02T00:00:00Z"}"#;
@@ -79,7 +80,7 @@ fn acquire(redis: &RedisServer, floor: u64) -> Value {
         redis,
         ACQUIRE,
         &[
-            LOCK, FENCE, RELEASED, QUARANTINE, MEMBERS, SEEN, PREFERRED, HANDOFF, VACANT,
+            LOCK, FENCE, RELEASED, QUARANTINE, MEMBERS, SEEN, PREFERRED, HANDOFF, VACANT, TERM,
         ],
         &[&args.to_string()],
     )
@@ -100,7 +101,9 @@ fn renew(redis: &RedisServer, value: &str, restore: bool, token: u64, deadline_u
     run(
         redis,
         RENEW,
-        &[LOCK, FENCE, RELEASED, MEMBERS, SEEN, PREFERRED, SWITCHOVER],
+        &[
+            LOCK, FENCE, RELEASED, MEMBERS, SEEN, PREFERRED, SWITCHOVER, TERM,
+        ],
         &[&args.to_string()],
     )
 }
@@ -119,7 +122,7 @@ fn release(redis: &RedisServer, value: &str, also: &str, notice: &str, token: u6
     run(
         redis,
         RELEASE,
-        &[LOCK, RELEASED, HANDOFF, SWITCHOVER, VACANT, PREFERRED],
+        &[LOCK, RELEASED, HANDOFF, SWITCHOVER, VACANT, PREFERRED, TERM],
         &[&args.to_string()],
     )
 }
@@ -167,7 +170,7 @@ fn undoing_a_partial_seal_frees_a_server_that_holds_the_sealed_value() {
         code(&run(
             &redis,
             SEAL,
-            &[LOCK, FENCE],
+            &[LOCK, FENCE, TERM],
             &[&value, &sealed, "9", CHANNEL]
         )),
         1
@@ -236,7 +239,7 @@ fn a_seal_never_overwrites_a_foreign_counter() {
         code(&run(
             &redis,
             SEAL,
-            &[LOCK, FENCE],
+            &[LOCK, FENCE, TERM],
             &[VALUE, &sealed, "9", CHANNEL]
         )),
         0

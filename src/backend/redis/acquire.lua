@@ -8,6 +8,7 @@
 -- KEYS[7] preferred (zset: healthy identity -> priority)
 -- KEYS[8] handoff: while it exists, only the candidate it names may acquire
 -- KEYS[9] vacant since (server ms): when the lease was last found free
+-- KEYS[10] term: the lock value again, with the lock's TTL (see below)
 -- ARGV[1] JSON {
 --   identity, term (random id), lease_ms, floor (highest token the caller saw
 --   + 1), acquired_at (RFC 3339, informational), channel (pub/sub),
@@ -76,6 +77,13 @@ if kind == 'string' then
   return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 elseif kind ~= 'none' then
   return {2, KEYS[1] .. ' holds a ' .. kind .. ', not a leaderd lock value'}
+end
+-- The lock is gone but its term may not be: deleted under a live holder
+-- (DEL, eviction, a failover that lost the write). The term key kept the
+-- lock's TTL, so the lease stays held until the term could have ended.
+local term = redis.pcall('GET', KEYS[10])
+if type(term) == 'string' then
+  return {0, term, redis.call('PTTL', KEYS[10])}
 end
 
 local fence_kind = redis.call('TYPE', KEYS[2])['ok']
@@ -159,6 +167,7 @@ local set = redis.pcall('SET', KEYS[1], value, 'NX', 'PX', args.lease_ms)
 if type(set) == 'table' and set.err then
   return {5, set.err}
 end
+redis.pcall('SET', KEYS[10], value, 'PX', args.lease_ms)
 redis.call('DEL', KEYS[8], KEYS[9])
 if args.announce then
   redis.call('PUBLISH', args.channel, 'acquired ' .. string.format('%d', token))

@@ -12,6 +12,11 @@ use crate::backend::Holder;
 pub struct Keys {
     /// The lease: a string with a TTL, holding a [`LockValue`].
     pub lock: String,
+    /// The current term's lock value again, with the lock's TTL: a lock
+    /// deleted under its holder (an operator's DEL, eviction, a failover
+    /// that lost the write) still shows the term until it could have ended,
+    /// so that nobody is granted the lease meanwhile.
+    pub term: String,
     /// The fencing counter: the last token minted, without a TTL.
     pub fence: String,
     /// The token of the last term that was released on purpose.
@@ -43,6 +48,7 @@ impl Keys {
         let base = format!("{prefix}:{{{election}}}");
         Keys {
             lock: format!("{base}:lock"),
+            term: format!("{base}:term"),
             fence: format!("{base}:fence"),
             released: format!("{base}:released"),
             quarantine: format!("{base}:quarantine"),

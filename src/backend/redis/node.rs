@@ -301,6 +301,7 @@ impl Node {
                     &keys.preferred,
                     &keys.handoff,
                     &keys.vacant,
+                    &keys.term,
                 ],
                 json,
                 deadline,
@@ -517,6 +518,7 @@ impl Node {
                     .seal
                     .key(&self.keys.lock)
                     .key(&self.keys.fence)
+                    .key(&self.keys.term)
                     .arg(granted)
                     .arg(sealed)
                     .arg(token)
@@ -560,6 +562,7 @@ impl Node {
                     &keys.seen,
                     &keys.preferred,
                     &keys.switchover,
+                    &keys.term,
                 ],
                 json,
                 deadline,
@@ -630,6 +633,7 @@ impl Node {
                     &keys.switchover,
                     &keys.vacant,
                     &keys.preferred,
+                    &keys.term,
                 ],
                 json,
                 deadline,

@@ -3,6 +3,8 @@
 --
 -- KEYS[1] lock     KEYS[2] last released token   KEYS[3] handoff
 -- KEYS[4] switchover    KEYS[5] vacant since    KEYS[6] preferred
+-- KEYS[7] term: the lock value again (acquire.lua); removed with our term,
+--         also when the lock itself was already gone
 -- ARGV[1] JSON {
 --   value: our lock value, also: another value that is also ours or ''
 --          (quorum mode: the sealed form of a grant, when it is unknown
@@ -31,9 +33,15 @@
 if redis.replicate_commands then redis.replicate_commands() end
 local args = cjson.decode(ARGV[1])
 local current = redis.pcall('GET', KEYS[1])
-local ours = current == args.value or (args.also ~= '' and current == args.also)
+local function is_ours(value)
+  return value == args.value or (args.also ~= '' and value == args.also)
+end
+local ours = is_ours(current)
 if ours then
   redis.call('DEL', KEYS[1])
+end
+if is_ours(redis.pcall('GET', KEYS[7])) then
+  redis.call('DEL', KEYS[7])
 end
 if args.notice == '' then
   return {ours and 1 or 0}

@@ -3,6 +3,7 @@
 --
 -- KEYS[1] lock     KEYS[2] fencing counter     KEYS[3] last released token
 -- KEYS[4] members  KEYS[5] seen     KEYS[6] preferred    KEYS[7] switchover
+-- KEYS[8] term: the lock value again, with the lock's TTL (acquire.lua)
 -- ARGV[1] JSON {
 --   value: our lock value, lease_ms, token: our fencing token,
 --   restore: restore the key if it is missing (quorum mode: a node that
@@ -78,6 +79,7 @@ end
 local current = redis.pcall('GET', KEYS[1])
 if current == args.value then
   redis.call('PEXPIRE', KEYS[1], args.lease_ms)
+  redis.pcall('SET', KEYS[8], args.value, 'PX', args.lease_ms)
   return renewed()
 end
 if current == false and args.restore then
@@ -102,6 +104,7 @@ if current == false and args.restore then
   if not fence or tonumber(fence) < args.token then
     redis.call('SET', KEYS[2], string.format('%d', args.token))
   end
+  redis.pcall('SET', KEYS[8], args.value, 'PX', args.lease_ms)
   return renewed()
 end
 if type(current) == 'table' then

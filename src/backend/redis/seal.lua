@@ -7,6 +7,7 @@
 -- starts above this token: tokens increase across terms.
 --
 -- KEYS[1] lock key     KEYS[2] fencing counter
+-- KEYS[3] term: the lock value again, with the lock's TTL (acquire.lua)
 -- ARGV[1] the value this node granted       ARGV[2] the sealed value
 -- ARGV[3] the term's token                  ARGV[4] pub/sub channel
 --
@@ -24,6 +25,7 @@ if ttl <= 0 then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+redis.pcall('SET', KEYS[3], ARGV[2], 'PX', ttl)
 if fence == false or tonumber(fence) < tonumber(ARGV[3]) then
   redis.call('SET', KEYS[2], ARGV[3])
 end

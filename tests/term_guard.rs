@@ -310,3 +310,109 @@ fn cmdline(pid: u32) -> String {
         })
         .unwrap_or_default()
 }
+
+// A term hook cut short by the term's end (attacker review of e8d7f51).
+
+const ADMIN_TOKEN: &str = "s3cret-token";
+
+/// A started_leading hook that records itself (and a background child) like
+/// `recording_command`, but ignores SIGTERM, as a hook doing a long warm-up
+/// with `trap '' TERM` (or a JVM with its own handler that takes a while)
+/// would.
+fn stubborn_hook(file: &std::path::Path) -> String {
+    let file = file.display();
+    format!(
+        "[\"sh\", \"-c\", \"trap '' TERM; echo \\\"$$ $LEADERD_FENCING_TOKEN $LEADERD_IDENTITY\\\" >> {file}; sleep 600 & echo \\\"$! $LEADERD_FENCING_TOKEN $LEADERD_IDENTITY child\\\" >> {file}; wait\"]"
+    )
+}
+
+/// Two candidates sharing the stubborn started_leading hook; `a` leads,
+/// its hook runs, and `b` is listed. Returns (redis, dir, watcher, a, b).
+fn leader_with_stubborn_hook(
+    name: &str,
+) -> (
+    RedisServer,
+    tempfile::TempDir,
+    ProcessWatcher,
+    Leaderd,
+    Leaderd,
+) {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let watcher = ProcessWatcher::start(&dir.path().join("pids"));
+    let token_file = dir.path().join("admin-token");
+    fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).expect("write token");
+    let cfg = format!(
+        "{}hooks:\n  started_leading: {}\n  timeout: 60s\n",
+        config(name, &redis.url()).replace(
+            "http:\n  listen: \"127.0.0.1:0\"\n",
+            &format!(
+                "http:\n  listen: \"127.0.0.1:0\"\n  admin_token_file: {}\n",
+                token_file.display()
+            ),
+        ),
+        stubborn_hook(watcher.file())
+    );
+    let a = Leaderd::start(&cfg, "a");
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    let b = Leaderd::start(&cfg, "b");
+    wait_until(PATIENCE, "both candidates are listed", || {
+        a.try_status()
+            .is_some_and(|s| s["candidates"].as_array().is_some_and(|c| c.len() == 2))
+    });
+    wait_until(PATIENCE, "a's started_leading hook runs", || {
+        watcher.running_of("a").len() == 2
+    });
+    (redis, dir, watcher, a, b)
+}
+
+fn switch_to_b(a: &Leaderd) {
+    let (code, body) = http_request_with(
+        a.addr(),
+        "POST",
+        "/switchover",
+        "{\"candidate\": \"b\"}",
+        Some(&format!("Bearer {ADMIN_TOKEN}")),
+        PATIENCE,
+    )
+    .expect("POST /switchover");
+    assert_eq!(code, 200, "{body}");
+}
+
+/// A started_leading hook cut short by the end of its term is SIGTERMed and
+/// only SIGKILLed HOOK_KILL_GRACE later by a detached task, but the term is
+/// reported stopped (`Ended` to the guard, `busy_term` cleared) at once: the
+/// elector releases, the next leader's hook starts, and the old term's hook
+/// still runs. Expected: no overlap. On e8d7f51: the two hooks overlap for
+/// ~90 ms on a switchover during a started_leading hook.
+#[test]
+fn a_cut_short_started_leading_hook_never_overlaps_the_next_term() {
+    let (_redis, _dir, watcher, a, _b) = leader_with_stubborn_hook("stubbornhook");
+    switch_to_b(&a);
+    wait_until(PATIENCE, "b's started_leading hook runs", || {
+        watcher.running_of("b").len() == 2
+    });
+    wait_until(PATIENCE, "a's hook is gone", || {
+        watcher.running_of("a").is_empty()
+    });
+    watcher.assert_no_overlap();
+}
+
+/// The same hook, and leaderd `a` SIGKILLed right after the switchover (the
+/// detached SIGKILL task never runs): the guard was already told `ended`
+/// for the term, so it forgets the hook's group and does not kill it when
+/// the pipe closes; PR_SET_PDEATHSIG reaches the shell only. Expected:
+/// nothing of a's term survives a. On e8d7f51: the hook's background child
+/// runs on (forever), next to b's term.
+#[test]
+fn a_cut_short_hook_does_not_outlive_a_killed_leaderd() {
+    let (_redis, _dir, watcher, a, _b) = leader_with_stubborn_hook("stubbornkill");
+    switch_to_b(&a);
+    a.kill();
+    wait_until(PATIENCE, "b's started_leading hook runs", || {
+        watcher.running_of("b").len() == 2
+    });
+    wait_until(PATIENCE, "nothing of a's term survives a", || {
+        watcher.running_of("a").is_empty()
+    });
+}

@@ -21,6 +21,21 @@ use super::guard::{GuardHandle, Message, Registration};
 /// Every process group leaderd started and has not seen end.
 static GROUPS: LazyLock<Mutex<HashSet<i32>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
+/// Groups of dropped commands (a term hook cut short by the term's end)
+/// still in their SIGTERM grace: the term is not over until they are gone.
+static STOPPING: LazyLock<Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+    LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// Waits until every dropped command's group has been SIGKILLed (at most
+/// [`crate::config::HOOK_KILL_GRACE`] after it was dropped). Until then the
+/// guard still knows those groups, and kills them should leaderd die.
+pub async fn stopped() {
+    let stopping = std::mem::take(&mut *crate::backend::lock(&STOPPING));
+    for handle in stopping {
+        let _ = handle.await;
+    }
+}
+
 /// SIGKILLs every process group leaderd started (a second signal, a lost
 /// guard): nothing leader-only may outlive leaderd.
 pub fn kill_every_group() {
@@ -188,7 +203,7 @@ impl Drop for Spawned {
         self.signal_group(libc::SIGTERM);
         let group = self.group.take();
         let guard = self.guard.take();
-        tokio::spawn(async move {
+        let kill = tokio::spawn(async move {
             tokio::time::sleep(crate::config::HOOK_KILL_GRACE).await;
             if let Some(group) = group {
                 // SAFETY: as in `signal_group`; by now the group may be gone,
@@ -200,6 +215,7 @@ impl Drop for Spawned {
                 }
             }
         });
+        crate::backend::lock(&STOPPING).push(kill);
     }
 }
 

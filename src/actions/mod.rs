@@ -216,9 +216,11 @@ impl Runner {
                 match (event.is_leader, event.fencing_token) {
                     (true, Some(token)) => {
                         let loss = lost(self.state.clone(), token);
+                        // Loss first: no hook is started for a term already over.
                         tokio::select! {
-                            _ = self.run_hook(&argv, &event, Some(token)) => {}
+                            biased;
                             () = loss => {}
+                            _ = self.run_hook(&argv, &event, Some(token)) => {}
                         }
                     }
                     _ => {
@@ -253,8 +255,9 @@ impl Runner {
         if !self.hooks.started_leading.is_empty() {
             let argv = self.hooks.started_leading.clone();
             let result = tokio::select! {
-                result = self.run_hook(&argv, &event, Some(token)) => result,
+                biased;
                 () = &mut loss => return,
+                result = self.run_hook(&argv, &event, Some(token)) => result,
             };
             if result != hooks::HookResult::Ok && self.hooks.step_down_on_failure {
                 tracing::warn!(
@@ -357,6 +360,9 @@ impl Runner {
         if let Some(process) = self.process.as_mut() {
             process.stop().await;
         }
+        // A term hook cut short by the loss is still in its SIGTERM grace:
+        // the term ends (for the guard, and for the release) when it is gone.
+        command::stopped().await;
         if let Some(guard) = &self.guard {
             guard.send(Message::Ended { token });
         }

@@ -242,7 +242,9 @@ async fn leader(State(shared): State<Shared>) -> Response {
     let status = Status::of(
         &api.state.borrow(),
         &api.presence.borrow(),
-        &api.roster.latest(),
+        // A load balancer polls this: it must not keep the candidates
+        // being listed (a store request per retry_period) on its own.
+        &api.roster.peek(),
         Instant::now(),
     );
     let code = if status.is_leader {
@@ -289,7 +291,12 @@ async fn readyz(State(shared): State<Shared>) -> Response {
 
 async fn metrics_text(State(shared): State<Shared>) -> Response {
     let api = &shared.api;
-    let roster = api.roster.latest();
+    // As `/status`: the first scrape after a quiet minute waits for one
+    // listing (bounded), so that `leaderd_candidates` is never missing.
+    let roster = api
+        .roster
+        .fresh(api.retry_period.min(Duration::from_secs(1)))
+        .await;
     let candidates = roster.fetched.map(|_| roster.candidates.as_slice());
     let body = api
         .metrics

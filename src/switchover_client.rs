@@ -131,13 +131,10 @@ async fn send(
 /// The bearer token: from `--token-file`, else `LEADERD_ADMIN_TOKEN`.
 fn token(file: Option<&Path>) -> Result<Option<String>, String> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("cannot read the token file {}: {err}", path.display()))?;
-        let token = text.trim().to_string();
-        if token.is_empty() {
-            return Err(format!("the token file {} is empty", path.display()));
-        }
-        return Ok(Some(token));
+        // Read exactly as the daemon reads http.admin_token_file.
+        return crate::config::admin_token(&path.to_string_lossy())
+            .map(|secret| secret.map(|secret| secret.0))
+            .map_err(|(_, reason)| format!("--token-file: {reason}"));
     }
     Ok(std::env::var("LEADERD_ADMIN_TOKEN")
         .ok()

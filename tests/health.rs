@@ -5,12 +5,15 @@
 //! `preempt`, by taking over after `preempt_delay`. Real processes, real
 //! shell probes.
 
+#[path = "support/proxy.rs"]
+mod proxy;
 mod support;
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use proxy::Proxy;
 use support::*;
 
 /// A probe that fails while `flag` exists.
@@ -199,8 +202,14 @@ fn a_flapping_pair_does_not_ping_pong() {
 #[test]
 fn the_preferred_candidate_takes_a_free_lease() {
     let redis = RedisServer::start();
+    // The preferred candidate reaches Redis through a proxy that, once all
+    // stand, delays it by 20 ms each way: it would lose the race for a free
+    // lease to low-1 on speed alone, so only the hold-back makes it win.
+    let proxy = Proxy::start(redis.port());
     let low = with("prio", &redis, "");
-    let high = low.replace("  name: prio\n", "  name: prio\n  priority: 10\n");
+    let high = low
+        .replace("  name: prio\n", "  name: prio\n  priority: 10\n")
+        .replace(&redis.url(), &proxy.url());
     let first = Leaderd::start(&low, "low-0");
     wait_until(PATIENCE, "low-0 leads", || first.is_leading());
     // The preferred candidate joins late: without preempt it waits.
@@ -216,6 +225,7 @@ fn the_preferred_candidate_takes_a_free_lease() {
         first.is_leading(),
         "without preempt, priority must not take over"
     );
+    proxy.delay(Duration::from_millis(20));
     // Each time the lease is free, the preferred one takes it.
     first.signal("TERM");
     assert_eq!(first.wait_exit(PATIENCE), Some(0));

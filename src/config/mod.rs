@@ -729,7 +729,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// The admin token: the file's content without surrounding whitespace (the
 /// CLI sends it trimmed, and a bearer token never holds spaces).
-fn admin_token(path: &str) -> Result<Option<redis::Secret>, (String, String)> {
+pub fn admin_token(path: &str) -> Result<Option<redis::Secret>, (String, String)> {
     let Some(secret) = redis::read_secret(path, "http.admin_token_file")? else {
         return Ok(None);
     };

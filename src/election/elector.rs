@@ -248,18 +248,6 @@ impl<B: Backend> Elector<B> {
                 FollowEnd::Acquired { term, sent } => (term, sent),
                 FollowEnd::Shutdown => return Outcome::Stopped,
             };
-            if Instant::now() >= sent + self.timing.renew_deadline {
-                // The grant was read after we were frozen (SIGSTOP, a VM
-                // stall) past its safe window: the term is over before it
-                // began, and the lease may be another's by now. Never
-                // publish it; give it back if it is still ours.
-                tracing::warn!(
-                    token = term.fencing_token,
-                    "the grant was read too late to lead (this process was stalled); giving it back"
-                );
-                let _ = self.release(&term).await;
-                continue;
-            }
             // Requests sent while we were not leading are stale; drain them
             // before consumers hear of the new term and may send fresh ones.
             while self.resign_rx.try_recv().is_ok() {}
@@ -437,6 +425,19 @@ impl<B: Backend> Elector<B> {
                 });
             }
             let wake_at = match result {
+                // The same rule as a late renewal in `lead`: a grant read
+                // after its safe window (we were frozen: SIGSTOP, a VM
+                // stall) is a term over before it began, and the lease may
+                // be another's by now. Never publish it; give it back if it
+                // is still ours, and ask again at once.
+                Ok(Acquire::Acquired(term)) if now >= sent + self.timing.renew_deadline => {
+                    tracing::warn!(
+                        token = term.fencing_token,
+                        "the grant was read too late to lead (this process was stalled); giving it back"
+                    );
+                    let _ = self.release(&term).await;
+                    Instant::now()
+                }
                 Ok(Acquire::Acquired(term)) => return FollowEnd::Acquired { term, sent },
                 Ok(Acquire::HeldBy { holder, remaining }) => {
                     // A foreign writer may have set any TTL; a year is

@@ -86,10 +86,18 @@ impl Roster {
         }
     }
 
-    /// The latest list, without waiting; keeps the refreshing going.
-    pub fn latest(&self) -> RosterView {
-        self.interest();
-        self.view.borrow().clone()
+    /// The latest list while it is being kept fresh (someone asked for it
+    /// within the last minute), else an empty one; never starts the
+    /// refreshing: for readers polled all the time that only want the
+    /// leader (`/leader` behind a load balancer).
+    pub fn peek(&self) -> RosterView {
+        let refreshing =
+            crate::backend::lock(&self.asked).is_some_and(|at| at.elapsed() < INTEREST);
+        if refreshing {
+            self.view.borrow().clone()
+        } else {
+            RosterView::default()
+        }
     }
 
     /// The list for a reader who wants a current one. While the roster is

@@ -26,10 +26,7 @@ struct Body {
 pub async fn pending(State(shared): State<Shared>) -> Response {
     match shared.api.steer.pending().await {
         Ok(pending) => (StatusCode::OK, axum::Json(json!({ "pending": pending }))).into_response(),
-        Err(err) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read the pending switchover: {err}"),
-        ),
+        Err(err) => unavailable(format!("cannot read the pending switchover: {err}")),
     }
 }
 
@@ -133,11 +130,18 @@ pub async fn cancel(State(shared): State<Shared>, headers: HeaderMap) -> Respons
             StatusCode::NOT_FOUND,
             "no switchover is pending".to_string(),
         ),
-        Err(err) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the store could not be asked: {err}"),
-        ),
+        Err(err) => unavailable(format!("the store could not be asked: {err}")),
     }
+}
+
+/// 503 for a store that could not be asked, marked so that the CLI tells it
+/// from a refusal (exit 1, not 3).
+fn unavailable(message: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "result": "unavailable", "message": message })),
+    )
+        .into_response()
 }
 
 /// Admin listener: yes. Token configured: the right bearer token, else 401.

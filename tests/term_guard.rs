@@ -416,3 +416,53 @@ fn a_cut_short_hook_does_not_outlive_a_killed_leaderd() {
         watcher.running_of("a").is_empty()
     });
 }
+
+/// A term file that cannot be written (its disk stalls: a busy or network
+/// `/tmp`) must not cost the leader its leader process: the guard's
+/// deadlines travel on their own, never behind a file write. Here the
+/// write blocks for good: a FIFO without a reader takes the place of the
+/// file's temporary name, so opening it for writing never returns.
+#[test]
+fn a_stalled_term_file_write_never_starves_the_guard() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = dir.path().join("tmp");
+    fs::create_dir(&runtime).expect("runtime dir");
+    let watcher = ProcessWatcher::start(&dir.path().join("pids"));
+    let cfg = guarded("stalled", &redis, watcher.file(), "");
+    let a = Leaderd::builder(&cfg)
+        .identity("a")
+        .env("TMPDIR", runtime.to_str().expect("utf-8 path"))
+        .start();
+    // leaderd made its private directory and wrote the first (empty) term.
+    let term_dir = wait_for(PATIENCE, "leaderd's term file directory", || {
+        fs::read_dir(&runtime)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .find(|path| path.join("term").exists())
+    });
+    let fifo = term_dir.join("term.next");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+
+    wait_until(PATIENCE, "a leads", || a.is_leading());
+    wait_running(&watcher, "a");
+    let token = a.status()["fencing_token"].as_u64().expect("token");
+    // Many renewals later, a still leads the same term and its leader
+    // process still runs: nothing waited for the term file.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        let status = a.status();
+        assert_eq!(status["is_leader"], true, "a lost its term:\n{}", a.log());
+        assert_eq!(status["fencing_token"].as_u64(), Some(token), "{}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(watcher.running_of("a").len(), 2, "{}", a.log());
+    assert!(!a.log().contains("guard: killed"), "{}", a.log());
+    // Unblock the stalled write so that leaderd can shut down.
+    let _ = fs::File::open(&fifo);
+}

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use super::{Message, monotonic_ns};
@@ -164,7 +165,16 @@ pub fn run(window: Duration) -> i32 {
     }
     name_process();
     let mut guard = Guard::new(window);
-    let mut input = std::io::stdin().lock();
+    // Unbuffered: std's stdin keeps what it read ahead in a buffer that
+    // poll(2) cannot see, and a deadline extension could wait there while
+    // the guard sleeps towards a kill.
+    let mut input = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(err) => {
+            tracing::error!(%err, "guard: cannot read from leaderd");
+            return 1;
+        }
+    };
     let mut pending = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {

@@ -418,7 +418,10 @@ fn special_and_oversized_files_are_refused_without_reading_them() {
         ("/dev/urandom", "is a character device, not a regular file"),
         (fifo.to_str().expect("utf-8"), "is a pipe (FIFO)"),
         (subdir.to_str().expect("utf-8"), "is a directory"),
-        (big.to_str().expect("utf-8"), "at most 1024 KiB (1 MiB)"),
+        (
+            big.to_str().expect("utf-8"),
+            "at most 1 MiB of configuration",
+        ),
     ] {
         for stderr in refused_by_run_and_check(path, &[]) {
             assert!(

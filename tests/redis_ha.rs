@@ -1069,6 +1069,13 @@ fn ha_configuration_errors_name_the_field() {
     let not_pem = dir.path().join("not-a-cert.pem");
     fs::write(&not_pem, "hello, I am no certificate\n").expect("write");
     let missing = dir.path().join("no-such-password-file");
+    // A FIFO with no writer: opening it to read would wait for ever.
+    let fifo = dir.path().join("ca-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo");
     let one = "redis://127.0.0.1:1";
     let sentinel =
         "    sentinel:\n      master_name: mymaster\n      urls: [\"redis://127.0.0.1:2\"]\n";
@@ -1102,6 +1109,20 @@ fn ha_configuration_errors_name_the_field() {
                 missing.display()
             ),
             "backend.redis.password_file",
+        ),
+        (
+            // Never read (it would not end): refused as a device.
+            "password-file-dev-zero",
+            format!("    urls: [\"{one}\"]\n    password_file: /dev/zero\n"),
+            "backend.redis.password_file",
+        ),
+        (
+            "tls-ca-fifo",
+            format!(
+                "    urls: [\"rediss://127.0.0.1:1\"]\n    tls_ca_file: \"{}\"\n",
+                fifo.display()
+            ),
+            "backend.redis.tls_ca_file",
         ),
         (
             "sentinel-password-file-missing",

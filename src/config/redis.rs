@@ -225,10 +225,15 @@ pub fn validate(redis: &RedisConfig, election: &ElectionConfig) -> Result<RedisS
     let tls_ca_pem = if redis.tls_ca_file.is_empty() {
         None
     } else {
-        let pem = std::fs::read(&redis.tls_ca_file).map_err(|err| {
+        let pem = super::source::read_bounded(
+            Path::new(&redis.tls_ca_file),
+            super::MAX_CONFIG_BYTES,
+            "certificates",
+        )
+        .map_err(|reason| {
             problem(
                 "backend.redis.tls_ca_file",
-                format!("cannot read {:?}: {err}", redis.tls_ca_file),
+                format!("{:?}: {reason}", redis.tls_ca_file),
             )
         })?;
         if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
@@ -252,8 +257,14 @@ pub(crate) fn read_secret(path: &str, field: &str) -> Result<Option<Secret>, Pro
     if path.is_empty() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(Path::new(path))
-        .map_err(|err| problem(field, format!("cannot read {path:?}: {err}")))?;
+    let bytes = super::source::read_bounded(
+        Path::new(path),
+        super::source::MAX_SECRET_BYTES,
+        "a password or token",
+    )
+    .map_err(|reason| problem(field, format!("{path:?}: {reason}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| problem(field, format!("{path:?} is not UTF-8 text")))?;
     let secret = text.trim_end_matches(['\n', '\r']).to_string();
     if secret.is_empty() {
         return Err(problem(field, format!("{path:?} is empty")));

@@ -2,7 +2,7 @@
 //! at most [`MAX_CONFIG_BYTES`], UTF-8; and telling an empty file apart from
 //! a file with errors.
 
-use std::fs::{File, FileType, OpenOptions};
+use std::fs::{FileType, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -11,8 +11,37 @@ use std::path::Path;
 /// the bound keeps `--config /dev/zero` or a wrong path from eating memory.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
+/// The largest secret file (a password, a token) leaderd reads.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 /// The file's text, or a sentence saying why it cannot be a configuration.
 pub fn read_text(path: &Path) -> Result<String, String> {
+    let bytes = read_bounded(
+        path,
+        MAX_CONFIG_BYTES,
+        "configuration; a real one is a few KiB",
+    )
+    .map_err(|reason| {
+        if reason.ends_with("not a regular file") {
+            format!("{reason}: give the path of a YAML file")
+        } else {
+            reason
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|err| {
+        format!(
+            "is not UTF-8 text (invalid byte at offset {})",
+            err.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// The bytes of a regular file of at most `limit` bytes, or a sentence
+/// saying why not. `what` ends the "too big" sentence ("leaderd reads at
+/// most … of {what}"). Every file named in the configuration is read this
+/// way: `/dev/zero` or a FIFO in the wrong field must not hang or eat
+/// memory.
+pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
     // O_NONBLOCK: opening a FIFO must not wait for a writer before we can
     // refuse it. It changes nothing for a regular file.
     let file = OpenOptions::new()
@@ -25,25 +54,21 @@ pub fn read_text(path: &Path) -> Result<String, String> {
         .map_err(|err| format!("cannot read the file: {err}"))?;
     if !metadata.is_file() {
         return Err(format!(
-            "is {}, not a regular file: give the path of a YAML file",
+            "is {}, not a regular file",
             kind(metadata.file_type())
         ));
     }
-    if metadata.len() > MAX_CONFIG_BYTES {
+    let too_big = |size: &str| {
+        format!(
+            "is {size}: leaderd reads at most {} of {what}",
+            show_size(limit)
+        )
+    };
+    if metadata.len() > limit {
         return Err(too_big(&format!("{} bytes", metadata.len())));
     }
-    let bytes = read_at_most(file, MAX_CONFIG_BYTES)?;
-    String::from_utf8(bytes).map_err(|err| {
-        format!(
-            "is not UTF-8 text (invalid byte at offset {})",
-            err.utf8_error().valid_up_to()
-        )
-    })
-}
-
-/// Reads up to `limit` bytes; a file that grew past it while we read is
-/// refused like one that was too big from the start.
-fn read_at_most(file: File, limit: u64) -> Result<Vec<u8>, String> {
+    // A file that grows past the limit while we read is refused like one
+    // that was too big from the start.
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
@@ -54,11 +79,12 @@ fn read_at_most(file: File, limit: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn too_big(size: &str) -> String {
-    format!(
-        "is {size}: leaderd reads at most {} KiB (1 MiB) of configuration; a real one is a few KiB",
-        MAX_CONFIG_BYTES / 1024
-    )
+fn show_size(bytes: u64) -> String {
+    if bytes >= 1024 * 1024 && bytes.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", bytes / (1024 * 1024))
+    } else {
+        format!("{} KiB", bytes / 1024)
+    }
 }
 
 fn kind(file_type: FileType) -> &'static str {
@@ -125,5 +151,21 @@ mod tests {
         assert!(zero.contains("a character device"), "{zero}");
         let dir = read_text(Path::new("/")).expect_err("/");
         assert!(dir.contains("a directory"), "{dir}");
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_with_the_limit_named() {
+        let dir = std::env::temp_dir().join(format!("leaderd-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'x'; 70 * 1024]).expect("write");
+        let err = read_bounded(&big, MAX_SECRET_BYTES, "a secret").expect_err("too big");
+        assert!(
+            err.contains("71680 bytes") && err.contains("64 KiB of a secret"),
+            "{err}"
+        );
+        let err = read_bounded(&big, MAX_CONFIG_BYTES, "x").map(|b| b.len());
+        assert_eq!(err, Ok(70 * 1024));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -403,11 +403,7 @@ fn refused_by_run_and_check(path: &str, env: &[(&str, &str)]) -> Vec<String> {
 fn special_and_oversized_files_are_refused_without_reading_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("config.fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success(), "mkfifo failed");
+    make_fifo(&fifo);
     let big = dir.path().join("big.yaml");
     // A comment of 1 MiB: valid YAML, but more than leaderd reads.
     std::fs::write(&big, format!("# {}\n", "x".repeat(1024 * 1024))).expect("write");

@@ -1071,11 +1071,7 @@ fn ha_configuration_errors_name_the_field() {
     let missing = dir.path().join("no-such-password-file");
     // A FIFO with no writer: opening it to read would wait for ever.
     let fifo = dir.path().join("ca-fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(made.success(), "mkfifo");
+    make_fifo(&fifo);
     let one = "redis://127.0.0.1:1";
     let sentinel =
         "    sentinel:\n      master_name: mymaster\n      urls: [\"redis://127.0.0.1:2\"]\n";

@@ -443,11 +443,7 @@ fn a_stalled_term_file_write_never_starves_the_guard() {
             .find(|path| path.join("term").exists())
     });
     let fifo = term_dir.join("term.next");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(made.success(), "mkfifo {}", fifo.display());
+    make_fifo(&fifo);
 
     wait_until(PATIENCE, "a leads", || a.is_leading());
     wait_running(&watcher, "a");
@@ -463,6 +459,11 @@ fn a_stalled_term_file_write_never_starves_the_guard() {
     }
     assert_eq!(watcher.running_of("a").len(), 2, "{}", a.log());
     assert!(!a.log().contains("guard: killed"), "{}", a.log());
-    // Unblock the stalled write so that leaderd can shut down.
-    let _ = fs::File::open(&fifo);
+    // Wake the stalled write (a non-blocking open for reading does, and
+    // returns even if leaderd is gone), so that leaderd can shut down.
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
 }

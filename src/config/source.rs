@@ -42,8 +42,18 @@ pub fn read_text(path: &Path) -> Result<String, String> {
 /// way: `/dev/zero` or a FIFO in the wrong field must not hang or eat
 /// memory.
 pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer before we can
-    // refuse it. It changes nothing for a regular file.
+    // Looked at before it is opened: opening a device can have effects of
+    // its own (a watchdog, a tape), and a socket cannot be opened at all.
+    // stat follows symlinks, as Kubernetes secret mounts need.
+    let not_regular = |metadata: &std::fs::Metadata| {
+        format!("is {}, not a regular file", kind(metadata.file_type()))
+    };
+    let metadata = std::fs::metadata(path).map_err(|err| format!("cannot read the file: {err}"))?;
+    if !metadata.is_file() {
+        return Err(not_regular(&metadata));
+    }
+    // O_NONBLOCK: if the path was swapped for a FIFO since, opening it must
+    // not wait for a writer before we can refuse it.
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -53,10 +63,7 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Stri
         .metadata()
         .map_err(|err| format!("cannot read the file: {err}"))?;
     if !metadata.is_file() {
-        return Err(format!(
-            "is {}, not a regular file",
-            kind(metadata.file_type())
-        ));
+        return Err(not_regular(&metadata));
     }
     let too_big = |size: &str| {
         format!(

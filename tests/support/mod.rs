@@ -75,6 +75,16 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 // Ports and config
 // ---------------------------------------------------------------------------
 
+/// Makes a FIFO at `path`: a file that blocks whoever opens it until the
+/// other end is opened too.
+pub fn make_fifo(path: &std::path::Path) {
+    let made = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
 /// A loopback port that was free a moment ago (bind 127.0.0.1:0, then drop).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

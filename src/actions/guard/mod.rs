@@ -118,11 +118,13 @@ pub fn monotonic_ns() -> u64 {
     seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
-/// `instant` as CLOCK_MONOTONIC ns (the two clocks are read a moment apart;
-/// the error is well under a microsecond).
+/// `instant` as CLOCK_MONOTONIC ns. The two clocks are read a moment apart,
+/// CLOCK_MONOTONIC first: if the thread is preempted in between, the result
+/// comes out early, never late (a deadline handed on must never be later
+/// than the real one).
 pub fn ns_at(instant: Instant) -> u64 {
-    let now = Instant::now();
     let now_ns = monotonic_ns();
+    let now = Instant::now();
     if instant >= now {
         now_ns.saturating_add(nanos(instant - now))
     } else {

@@ -19,19 +19,38 @@
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use rand::Rng;
+
+use crate::backend::lock;
+
+/// How long [`TermFile::remove`] waits for a write under way (a stalled
+/// disk) before it removes the directory anyway.
+const REMOVE_WAIT: Duration = Duration::from_millis(200);
 
 pub struct TermFile {
     dir: PathBuf,
     path: PathBuf,
-    /// To the writer thread: the latest `(token, safe_until)` wins.
-    updates: mpsc::Sender<(u64, u64)>,
-    /// Set by [`TermFile::remove`]: writes after it are expected to fail.
-    removed: Arc<AtomicBool>,
+    slot: Arc<Slot>,
+}
+
+/// Between [`TermFile::write`] and the writer thread: only the latest
+/// content is kept, so a stalled disk costs one pending value, not a queue.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    latest: Option<(u64, u64)>,
+    /// Set by [`TermFile::remove`]: the thread writes nothing more.
+    closed: bool,
+    /// The thread is between taking a value and finishing its write.
+    writing: bool,
 }
 
 impl TermFile {
@@ -43,37 +62,41 @@ impl TermFile {
             std::env::temp_dir().join(format!("leaderd-{}-{suffix:016x}", std::process::id()));
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let path = dir.join("term");
-        let (updates, pending) = mpsc::channel();
-        let removed = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             next: dir.join("term.next"),
             path: path.clone(),
-            removed: removed.clone(),
         };
         writer.write(0, 0);
+        let slot = Arc::new(Slot::default());
+        let shared = slot.clone();
         std::thread::Builder::new()
             .name("term-file".to_string())
-            .spawn(move || writer.run(&pending))?;
-        Ok(TermFile {
-            dir,
-            path,
-            updates,
-            removed,
-        })
+            .spawn(move || writer.run(&shared))?;
+        Ok(TermFile { dir, path, slot })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Queues a new content; never blocks.
+    /// Hands the thread a new content; never blocks on the disk.
     pub fn write(&self, token: u64, safe_until_ns: u64) {
-        // The thread only ends after `remove`.
-        let _ = self.updates.send((token, safe_until_ns));
+        lock(&self.slot.state).latest = Some((token, safe_until_ns));
+        self.slot.changed.notify_all();
     }
 
+    /// Stops the thread and removes the directory. A write still under way
+    /// is waited for (briefly), so that it cannot leave the file behind.
     pub fn remove(&self) {
-        self.removed.store(true, Ordering::SeqCst);
+        let mut state = lock(&self.slot.state);
+        state.closed = true;
+        self.slot.changed.notify_all();
+        let (state, _) = self
+            .slot
+            .changed
+            .wait_timeout_while(state, REMOVE_WAIT, |state| state.writing)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(state);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -82,19 +105,30 @@ impl TermFile {
 struct Writer {
     next: PathBuf,
     path: PathBuf,
-    removed: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// Writes the latest content until the [`TermFile`] is dropped.
-    fn run(&self, pending: &mpsc::Receiver<(u64, u64)>) {
-        while let Ok(mut latest) = pending.recv() {
-            // Renewals queued behind a slow write are stale: skip to the
-            // newest.
-            while let Ok(newer) = pending.try_recv() {
-                latest = newer;
+    /// Writes the latest content until the [`TermFile`] is removed.
+    fn run(&self, slot: &Slot) {
+        let mut state = lock(&slot.state);
+        loop {
+            state = slot
+                .changed
+                .wait_while(state, |state| state.latest.is_none() && !state.closed)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.closed {
+                return;
             }
-            self.write(latest.0, latest.1);
+            let Some((token, safe_until)) = state.latest.take() else {
+                continue;
+            };
+            state.writing = true;
+            drop(state);
+            self.write(token, safe_until);
+            state = lock(&slot.state);
+            state.writing = false;
+            // `remove` may be waiting for this write to end.
+            slot.changed.notify_all();
         }
     }
 
@@ -103,9 +137,7 @@ impl Writer {
     fn write(&self, token: u64, safe_until_ns: u64) {
         let written = fs::write(&self.next, format!("{token} {safe_until_ns}\n"))
             .and_then(|()| fs::rename(&self.next, &self.path));
-        if let Err(err) = written
-            && !self.removed.load(Ordering::SeqCst)
-        {
+        if let Err(err) = written {
             tracing::warn!(path = %self.path.display(), %err, "cannot update the term file");
         }
     }

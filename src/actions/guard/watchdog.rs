@@ -56,8 +56,11 @@ impl Guard {
         }
     }
 
-    /// Takes one message; returns the groups to kill at once.
-    pub fn receive(&mut self, message: Message, now: u64) -> Vec<Kill> {
+    /// Takes one message. Deadlines are judged by [`Guard::due`] only after
+    /// every message read so far was taken: an extension queued behind
+    /// another message must count before anything is killed. Only
+    /// `KillAll` returns groups to kill at once.
+    pub fn receive(&mut self, message: Message) -> Vec<Kill> {
         match message {
             Message::Term { token, safe_until } => self.extend(token, safe_until),
             Message::Group {
@@ -83,7 +86,7 @@ impl Guard {
             }
             Message::KillAll => return self.kill_all("leaderd was told to exit at once"),
         }
-        self.due(now)
+        Vec::new()
     }
 
     /// The daemon is gone: nothing it started may run on.
@@ -186,14 +189,15 @@ pub fn run(window: Duration) -> i32 {
             }
             None => -1,
         };
-        let mut poll = libc::pollfd {
-            fd: 0,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one pollfd that we own.
-        let ready = unsafe { libc::poll(&mut poll, 1, timeout_ms) };
-        if ready > 0 {
+        // Everything leaderd wrote is taken before any deadline is judged:
+        // after a wait that ran long (a busy machine), the extension that
+        // saves a healthy term may sit behind other lines.
+        let mut wait_ms = timeout_ms;
+        for _ in 0..MAX_READS_PER_ROUND {
+            if !readable(wait_ms) {
+                break;
+            }
+            wait_ms = 0;
             match input.read(&mut buffer) {
                 Ok(0) => {
                     execute(guard.kill_all("leaderd exited or was killed"));
@@ -205,7 +209,7 @@ pub fn run(window: Duration) -> i32 {
                         let line: Vec<u8> = pending.drain(..=end).collect();
                         let text = String::from_utf8_lossy(&line);
                         match Message::decode(&text) {
-                            Some(message) => execute(guard.receive(message, monotonic_ns())),
+                            Some(message) => execute(guard.receive(message)),
                             None => tracing::warn!(line = %text.trim(), "guard: unknown message"),
                         }
                     }
@@ -222,19 +226,40 @@ pub fn run(window: Duration) -> i32 {
     }
 }
 
+/// Reads per round before deadlines are judged anyway (64 × 4 KiB, far more
+/// than leaderd writes between two rounds): the loop stays bounded even if
+/// the pipe never runs dry.
+const MAX_READS_PER_ROUND: usize = 64;
+
+/// Whether leaderd's pipe (stdin) has something to read (or was closed)
+/// within `timeout_ms` (-1: no timeout).
+fn readable(timeout_ms: i32) -> bool {
+    let mut poll = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd that we own.
+    let ready = unsafe { libc::poll(&mut poll, 1, timeout_ms) };
+    ready > 0
+}
+
 fn execute(kills: Vec<Kill>) {
-    for kill in kills {
+    // Every kill first, the log after: a log write can block (a full pipe,
+    // a stalled disk) and must not hold up the next group's kill.
+    let killed: Vec<&Kill> = kills
+        .iter()
         // SAFETY: kill(2) on a process group id; no memory involved. ESRCH
         // (already gone) is the common, harmless outcome.
-        let rc = unsafe { libc::kill(-kill.group, libc::SIGKILL) };
-        if rc == 0 {
-            tracing::warn!(
-                group = kill.group,
-                token = kill.token,
-                "guard: killed process group: {}",
-                kill.why
-            );
-        }
+        .filter(|kill| unsafe { libc::kill(-kill.group, libc::SIGKILL) } == 0)
+        .collect();
+    for kill in killed {
+        tracing::warn!(
+            group = kill.group,
+            token = kill.token,
+            "guard: killed process group: {}",
+            kill.why
+        );
     }
 }
 
@@ -267,50 +292,35 @@ mod tests {
         let mut g = guard();
         let s = 1_000 * MS;
         assert!(
-            g.receive(
-                Message::Term {
-                    token: 7,
-                    safe_until: s
-                },
-                0
-            )
+            g.receive(Message::Term {
+                token: 7,
+                safe_until: s
+            })
             .is_empty()
         );
-        g.receive(
-            Message::Group {
-                group: 100,
-                token: 7,
-                safe_until: s,
-            },
-            0,
-        );
-        g.receive(
-            Message::Group {
-                group: 200,
-                token: 0,
-                safe_until: 0,
-            },
-            0,
-        );
+        g.receive(Message::Group {
+            group: 100,
+            token: 7,
+            safe_until: s,
+        });
+        g.receive(Message::Group {
+            group: 200,
+            token: 0,
+            safe_until: 0,
+        });
         assert_eq!(g.next_deadline(), Some(s + 20 * MS));
         assert!(g.due(s + 19 * MS).is_empty());
         // A renewal moves the deadline.
-        g.receive(
-            Message::Term {
-                token: 7,
-                safe_until: s + 500 * MS,
-            },
-            s,
-        );
+        g.receive(Message::Term {
+            token: 7,
+            safe_until: s + 500 * MS,
+        });
         assert!(g.due(s + 100 * MS).is_empty());
         // A stale (smaller) safe-until never moves it back.
-        g.receive(
-            Message::Term {
-                token: 7,
-                safe_until: s,
-            },
-            s + 100 * MS,
-        );
+        g.receive(Message::Term {
+            token: 7,
+            safe_until: s,
+        });
         assert!(g.due(s + 400 * MS).is_empty());
         let kills = g.due(s + 520 * MS);
         assert_eq!(groups(&kills), [100]);
@@ -322,39 +332,27 @@ mod tests {
     fn a_graceful_stop_gets_its_time_but_never_past_the_cap() {
         let mut g = guard();
         let s = 1_000 * MS;
-        g.receive(
-            Message::Group {
-                group: 1,
-                token: 3,
-                safe_until: s,
-            },
-            0,
-        );
-        g.receive(
-            Message::Stopping {
-                token: 3,
-                kill_by: s + 200 * MS,
-            },
-            s,
-        );
+        g.receive(Message::Group {
+            group: 1,
+            token: 3,
+            safe_until: s,
+        });
+        g.receive(Message::Stopping {
+            token: 3,
+            kill_by: s + 200 * MS,
+        });
         assert!(g.due(s + 199 * MS).is_empty());
         assert_eq!(groups(&g.due(s + 200 * MS)), [1]);
 
-        g.receive(
-            Message::Group {
-                group: 2,
-                token: 4,
-                safe_until: s,
-            },
-            0,
-        );
-        g.receive(
-            Message::Stopping {
-                token: 4,
-                kill_by: s + 10_000 * MS,
-            },
-            s,
-        );
+        g.receive(Message::Group {
+            group: 2,
+            token: 4,
+            safe_until: s,
+        });
+        g.receive(Message::Stopping {
+            token: 4,
+            kill_by: s + 10_000 * MS,
+        });
         assert!(g.due(s + 349 * MS).is_empty());
         assert_eq!(groups(&g.due(s + 350 * MS)), [2]);
     }
@@ -363,26 +361,20 @@ mod tests {
     fn ended_terms_and_gone_groups_are_forgotten() {
         let mut g = guard();
         for group in [1, 2] {
-            g.receive(
-                Message::Group {
-                    group,
-                    token: 5,
-                    safe_until: MS,
-                },
-                0,
-            );
-        }
-        g.receive(Message::Gone { group: 1 }, 0);
-        assert_eq!(groups(&g.due(100 * MS)), [2]);
-        g.receive(
-            Message::Group {
-                group: 3,
-                token: 6,
+            g.receive(Message::Group {
+                group,
+                token: 5,
                 safe_until: MS,
-            },
-            0,
-        );
-        g.receive(Message::Ended { token: 6 }, 0);
+            });
+        }
+        g.receive(Message::Gone { group: 1 });
+        assert_eq!(groups(&g.due(100 * MS)), [2]);
+        g.receive(Message::Group {
+            group: 3,
+            token: 6,
+            safe_until: MS,
+        });
+        g.receive(Message::Ended { token: 6 });
         assert!(g.due(100 * MS).is_empty());
         assert!(g.kill_all("exit").is_empty());
     }
@@ -390,36 +382,45 @@ mod tests {
     #[test]
     fn a_late_registration_for_an_expired_term_is_killed_at_once() {
         let mut g = guard();
-        let kills = g.receive(
-            Message::Group {
-                group: 9,
-                token: 2,
-                safe_until: MS,
-            },
-            500 * MS,
-        );
-        assert_eq!(groups(&kills), [9]);
+        g.receive(Message::Group {
+            group: 9,
+            token: 2,
+            safe_until: MS,
+        });
+        assert_eq!(groups(&g.due(500 * MS)), [9]);
+    }
+
+    #[test]
+    fn an_extension_read_with_other_lines_counts_before_deadlines_are_judged() {
+        let mut g = guard();
+        let s = 1_000 * MS;
+        g.receive(Message::Group {
+            group: 4,
+            token: 7,
+            safe_until: s,
+        });
+        // Read late, in one chunk: another line, then the extension.
+        g.receive(Message::Gone { group: 99 });
+        g.receive(Message::Term {
+            token: 7,
+            safe_until: s + 500 * MS,
+        });
+        assert!(g.due(s + 30 * MS).is_empty());
     }
 
     #[test]
     fn kill_all_takes_every_group() {
         let mut g = guard();
-        g.receive(
-            Message::Group {
-                group: 1,
-                token: 2,
-                safe_until: u64::MAX / 2,
-            },
-            0,
-        );
-        g.receive(
-            Message::Group {
-                group: 4,
-                token: 0,
-                safe_until: 0,
-            },
-            0,
-        );
-        assert_eq!(groups(&g.receive(Message::KillAll, 0)), [1, 4]);
+        g.receive(Message::Group {
+            group: 1,
+            token: 2,
+            safe_until: u64::MAX / 2,
+        });
+        g.receive(Message::Group {
+            group: 4,
+            token: 0,
+            safe_until: 0,
+        });
+        assert_eq!(groups(&g.receive(Message::KillAll)), [1, 4]);
     }
 }

@@ -52,6 +52,10 @@ pub struct GuardArgs {
     /// lease_duration − renew_deadline, in milliseconds.
     #[arg(long)]
     pub window_ms: u64,
+    /// The term file's private directory: removed when leaderd dies, since
+    /// leaderd cannot remove it then.
+    #[arg(long)]
+    pub term_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

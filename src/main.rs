@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     }
     if let Command::Guard(args) = &cli.command {
         // Synchronous and single-threaded on purpose: no runtime to freeze.
-        let code = leaderd::actions::guard::watchdog::run(Duration::from_millis(args.window_ms));
+        let code = leaderd::actions::guard::watchdog::run(
+            Duration::from_millis(args.window_ms),
+            args.term_dir.as_deref(),
+        );
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     if matches!(cli.command, Command::Run(_)) {

@@ -84,11 +84,19 @@ fn a_killed_leaderd_leaves_no_leader_process_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let watcher = ProcessWatcher::start(&dir.path().join("pids"));
     let cfg = guarded("killed", &redis, watcher.file(), "");
-    let a = Leaderd::start(&cfg, "a");
+    // a's own TMPDIR, to see its term file's directory go.
+    let a_tmp = dir.path().join("a-tmp");
+    fs::create_dir(&a_tmp).expect("a's TMPDIR");
+    let a = Leaderd::builder(&cfg)
+        .identity("a")
+        .env("TMPDIR", a_tmp.to_str().expect("utf-8 path"))
+        .start();
     wait_until(PATIENCE, "a leads", || a.is_leading());
     wait_running(&watcher, "a");
     let b = Leaderd::start(&cfg, "b");
     wait_until(PATIENCE, "b sees a", || b.status()["leader"] == "a");
+    let entries = |path: &Path| fs::read_dir(path).map_or(0, Iterator::count);
+    assert_eq!(entries(&a_tmp), 1, "a's term file directory");
 
     a.kill();
     wait_until(PATIENCE, "a's orphaned leader processes are gone", || {
@@ -97,6 +105,10 @@ fn a_killed_leaderd_leaves_no_leader_process_behind() {
     wait_until(PATIENCE, "b leads", || b.is_leading());
     wait_running(&watcher, "b");
     watcher.assert_no_overlap();
+    // The guard removed what a could not: no stale term file is left.
+    wait_until(PATIENCE, "a's term file directory is removed", || {
+        entries(&a_tmp) == 0
+    });
 }
 
 #[test]

@@ -89,10 +89,13 @@ impl GuardLink {
         state: watch::Receiver<ElectionState>,
     ) -> std::io::Result<GuardLink> {
         let exe = std::env::current_exe()?;
+        let term_file = Arc::new(TermFile::create()?);
         let mut child = Command::new(exe)
             .arg("guard")
             .arg("--window-ms")
             .arg(window.as_millis().to_string())
+            .arg("--term-dir")
+            .arg(term_file.dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             // Its log lines go where ours go.
@@ -100,7 +103,8 @@ impl GuardLink {
             // Out of our process group: a terminal's Ctrl-C or a signal to
             // our group must not reach it.
             .process_group(0)
-            .spawn()?;
+            .spawn()
+            .inspect_err(|_| term_file.remove())?;
         let stdin = child
             .stdin
             .take()
@@ -115,7 +119,6 @@ impl GuardLink {
                 closing: AtomicBool::new(false),
             }),
         };
-        let term_file = Arc::new(TermFile::create()?);
         let forwarder = tokio::spawn(forward(state, handle.clone(), term_file.clone()));
         let closing = handle.clone();
         let watcher = tokio::spawn(async move {

@@ -30,6 +30,9 @@ use crate::backend::lock;
 /// disk) before it removes the directory anyway.
 const REMOVE_WAIT: Duration = Duration::from_millis(200);
 
+/// The names leaderd writes in the file's directory.
+pub const NAMES: [&str; 2] = ["term", "term.next"];
+
 pub struct TermFile {
     dir: PathBuf,
     path: PathBuf,
@@ -61,9 +64,10 @@ impl TermFile {
         let dir =
             std::env::temp_dir().join(format!("leaderd-{}-{suffix:016x}", std::process::id()));
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let path = dir.join("term");
+        let [name, next] = NAMES;
+        let path = dir.join(name);
         let writer = Writer {
-            next: dir.join("term.next"),
+            next: dir.join(next),
             path: path.clone(),
         };
         writer.write(0, 0);
@@ -77,6 +81,11 @@ impl TermFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The private directory the file lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Hands the thread a new content; never blocks on the disk.

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::time::Duration;
 
 use super::{Message, monotonic_ns};
@@ -158,8 +159,24 @@ impl Guard {
     }
 }
 
-/// `leaderd guard`: runs until stdin closes. Returns the exit code.
-pub fn run(window: Duration) -> i32 {
+/// `leaderd guard`: runs until stdin closes. Returns the exit code. When
+/// leaderd dies, its term file's directory `term_dir` goes too (after the
+/// kills): leaderd can no longer remove it, and a file without a writer
+/// only misleads.
+pub fn run(window: Duration, term_dir: Option<&Path>) -> i32 {
+    let code = watch(window);
+    if let Some(dir) = term_dir {
+        // Only the two names leaderd writes, then the directory if that
+        // left it empty: never a recursive removal of a path from argv.
+        for name in super::term_file::NAMES {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    code
+}
+
+fn watch(window: Duration) -> i32 {
     // A terminal's Ctrl-C, or a `pkill` aimed at the daemon, must not take
     // the guard down with it: it ends when leaderd's pipe closes.
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {

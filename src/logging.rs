@@ -6,7 +6,9 @@
 //! from a module called verbose", that is, nothing at all).
 
 use std::io::IsTerminal;
+use std::sync::{Mutex, PoisonError};
 
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -16,26 +18,54 @@ pub const LOG_VARIABLE: &str = "LEADERD_LOG";
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
-/// Installs the global subscriber; the error is a sentence naming
-/// `LEADERD_LOG` (the caller exits 2).
-pub fn init(format: LogFormat) -> Result<(), String> {
-    let filter = match std::env::var(LOG_VARIABLE) {
-        Ok(value) if !value.trim().is_empty() => parse_filter(&value)?,
-        Ok(_) | Err(std::env::VarError::NotPresent) => EnvFilter::new("info"),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            return Err(format!("{LOG_VARIABLE} is not valid UTF-8"));
-        }
-    };
+/// Log lines held while stderr does not take them (a stalled log
+/// collector, a full pipe); beyond it lines are dropped, never waited for.
+/// About 1 MiB of typical lines.
+const BUFFERED_LINES: usize = 8192;
+
+/// The log writer thread's handle: dropping it flushes what is buffered.
+static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// The filter `LEADERD_LOG` asks for; the error is a sentence naming the
+/// variable (the caller exits 2). Checked before anything starts, installed
+/// later by [`install`].
+pub fn filter() -> Result<EnvFilter, String> {
+    match std::env::var(LOG_VARIABLE) {
+        Ok(value) if !value.trim().is_empty() => parse_filter(&value),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(EnvFilter::new("info")),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{LOG_VARIABLE} is not valid UTF-8")),
+    }
+}
+
+/// Installs the global subscriber. Lines go to stderr from a thread of
+/// their own: a log collector that stops reading (Docker's blocking log
+/// mode, a full pipe, a stalled disk) must not freeze the election: the
+/// leader would stop renewing while it still counts as leader. Starts a
+/// thread: call it after any `fork` (see [`crate::pid1`]).
+pub fn install(format: LogFormat, filter: EnvFilter) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("leaderd-log")
+        .finish(std::io::stderr());
+    *WRITER.lock().unwrap_or_else(PoisonError::into_inner) = Some(guard);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    Ok(())
+}
+
+/// Writes out what is buffered (waiting about a second at most, should
+/// stderr be stalled). Call before the process exits: `exit` does not run
+/// destructors.
+pub fn flush() {
+    let guard = WRITER.lock().unwrap_or_else(PoisonError::into_inner).take();
+    drop(guard);
 }
 
 /// Parses an EnvFilter, refusing a bare word that is not a level: in

@@ -10,16 +10,21 @@ use leaderd::switchover_client::Ask;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args(); // usage errors exit 2 here
-    if let Err(message) = leaderd::logging::init(cli.log_format) {
-        eprintln!("leaderd: {message}");
-        return ExitCode::from(2);
-    }
+    let filter = match leaderd::logging::filter() {
+        Ok(filter) => filter,
+        Err(message) => {
+            eprintln!("leaderd: {message}");
+            return ExitCode::from(2);
+        }
+    };
     if let Command::Guard(args) = &cli.command {
+        leaderd::logging::install(cli.log_format, filter);
         // Synchronous and single-threaded on purpose: no runtime to freeze.
         let code = leaderd::actions::guard::watchdog::run(
             Duration::from_millis(args.window_ms),
             args.term_dir.as_deref(),
         );
+        leaderd::logging::flush();
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     if matches!(cli.command, Command::Run(_)) {
@@ -36,6 +41,9 @@ fn main() -> ExitCode {
         // orphans and forwards signals; the daemon runs in a child.
         leaderd::pid1::become_init();
     }
+    // After the fork: the log writer is a thread, and fork keeps only the
+    // calling thread.
+    leaderd::logging::install(cli.log_format, filter);
     // rediss:// needs a process-wide rustls crypto provider; an Err only
     // means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -56,7 +64,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(dispatch(cli.command))
+    let code = runtime.block_on(dispatch(cli.command));
+    drop(runtime);
+    leaderd::logging::flush();
+    code
 }
 
 async fn dispatch(command: Command) -> ExitCode {

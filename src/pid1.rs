@@ -31,9 +31,10 @@ pub fn become_init() {
     // a copy of this one, the parent only makes the calls below.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        // No init then, but still a daemon: orphans are not reaped.
-        tracing::warn!(
-            "running as PID 1 and cannot fork an init ({}); orphaned processes will not be reaped",
+        // No init then, but still a daemon: orphans are not reaped. (Said
+        // on stderr directly: logging starts after the fork.)
+        eprintln!(
+            "leaderd: running as PID 1 and cannot fork an init ({}); orphaned processes will not be reaped",
             std::io::Error::last_os_error()
         );
         return;

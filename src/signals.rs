@@ -27,6 +27,7 @@ pub fn spawn(shutdown: CancellationToken) -> std::io::Result<()> {
                     "second signal: killing every process leaderd started and exiting immediately"
                 );
                 crate::actions::kill_every_group();
+                crate::logging::flush();
                 std::process::exit(EXIT_ON_SECOND_SIGNAL);
             }
         }

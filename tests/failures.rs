@@ -465,3 +465,91 @@ fn foreign_hash_lock_value_is_never_touched() {
         },
     );
 }
+
+/// A log reader that stops reading (Docker's blocking log mode, a stuck
+/// collector, a full pipe) must not freeze the election: leaderd writes its
+/// log from a thread of its own and drops lines it cannot hand on. Here its
+/// stderr is a pipe shrunk to one page and filled before leaderd starts, so
+/// that its very first log line would block it for good.
+#[test]
+fn a_stalled_stderr_never_freezes_the_election() {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let redis = RedisServer::start();
+    let cfg = config("stalledlog", &redis.url());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("leaderd.yaml");
+    std::fs::write(&config_path, &cfg).expect("write config");
+
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe(2) writes two fds into the array we own.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: the fds were just returned by pipe(2) and are owned here only.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on an fd we own.
+    let size = unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096) };
+    assert!(size > 0, "F_SETPIPE_SZ");
+    let mut filler = std::fs::File::from(write_end.try_clone().expect("dup"));
+    // SAFETY: as above; non-blocking so that filling stops when full.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK) };
+    let chunk = [b'#'; 512];
+    let mut filled = 0;
+    while filler.write(&chunk).is_ok_and(|n| n > 0) {
+        filled += 1;
+        assert!(filled < 10_000, "the pipe never filled");
+    }
+    // leaderd gets a blocking write end, as a real stderr would be.
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, 0) };
+
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut a = leaderd_command()
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .args(["--listen", &addr, "--identity", "a"])
+        .env("LEADERD_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(write_end))
+        .spawn()
+        .expect("spawn leaderd");
+    let leads = |addr: &str| {
+        http_get(addr, "/leader", Duration::from_secs(1)).is_some_and(|(code, _)| code == 200)
+    };
+    wait_until(PATIENCE, "a leads with its stderr stalled", || leads(&addr));
+    // It keeps renewing (the lease outlives several lease durations).
+    let first = http_get(&addr, "/status", Duration::from_secs(1)).expect("status");
+    let token = serde_json::from_str::<serde_json::Value>(&first.1).expect("json")["fencing_token"]
+        .as_u64();
+    let until = Instant::now() + LEASE * 3;
+    while Instant::now() < until {
+        assert!(leads(&addr), "a lost its lease with its stderr stalled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let b = Leaderd::start(&cfg, "b");
+    wait_until(PATIENCE, "b sees a", || b.status()["leader"] == "a");
+    let now = http_get(&addr, "/status", Duration::from_secs(1)).expect("status");
+    let same =
+        serde_json::from_str::<serde_json::Value>(&now.1).expect("json")["fencing_token"].as_u64();
+    assert_eq!(token, same, "a's term changed");
+
+    // A graceful stop still hands over at once and exits 0.
+    send_signal(a.id(), "TERM");
+    wait_until(PATIENCE, "b leads after a's SIGTERM", || b.is_leading());
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = a.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = a.kill();
+            let _ = a.wait();
+            panic!("a did not exit after SIGTERM with its stderr stalled");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "a's exit");
+    drop(read_end);
+}

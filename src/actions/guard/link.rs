@@ -211,5 +211,6 @@ fn fatal(why: &str) -> ! {
         "{why}; killing every process group leaderd started and exiting, rather than lead without the guard"
     );
     crate::actions::command::kill_every_group();
+    crate::logging::flush();
     std::process::exit(1);
 }

@@ -6,9 +6,9 @@
 //! from a module called verbose", that is, nothing at all).
 
 use std::io::IsTerminal;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -25,6 +25,9 @@ const BUFFERED_LINES: usize = 8192;
 
 /// The log writer thread's handle: dropping it flushes what is buffered.
 static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// Counts the lines dropped while stderr did not take them.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// The filter `LEADERD_LOG` asks for; the error is a sentence naming the
 /// variable (the caller exits 2). Checked before anything starts, installed
@@ -49,6 +52,7 @@ pub fn install(format: LogFormat, filter: EnvFilter) {
         .thread_name("leaderd-log")
         .finish(std::io::stderr());
     *WRITER.lock().unwrap_or_else(PoisonError::into_inner) = Some(guard);
+    let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -58,6 +62,13 @@ pub fn install(format: LogFormat, filter: EnvFilter) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Log lines dropped so far because stderr did not take them.
+pub fn dropped_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
 }
 
 /// Writes out what is buffered (waiting about a second at most, should

@@ -39,6 +39,7 @@ pub struct Metrics {
     hook_duration: HistogramVec,
     pod_label_updates: IntCounterVec,
     leader_process_starts: IntCounter,
+    log_lines_dropped: IntCounter,
     candidates: IntGauge,
     switchovers: IntCounterVec,
     healthy: IntGauge,
@@ -189,6 +190,10 @@ impl Metrics {
             "leaderd_leader_process_starts_total",
             "Times the leader process was started.",
         ))?;
+        let log_lines_dropped = IntCounter::with_opts(opts(
+            "leaderd_log_lines_dropped_total",
+            "Log lines dropped because stderr did not take them (a stalled log reader).",
+        ))?;
         let build_info = IntGaugeVec::new(
             opts(
                 "leaderd_build_info",
@@ -229,6 +234,7 @@ impl Metrics {
         register(Box::new(hook_duration.clone()))?;
         register(Box::new(pod_label_updates.clone()))?;
         register(Box::new(leader_process_starts.clone()))?;
+        register(Box::new(log_lines_dropped.clone()))?;
         register(Box::new(build_info))?;
 
         // Pre-create the labelled series so that they exist (at 0) from the
@@ -272,6 +278,7 @@ impl Metrics {
             hook_duration,
             pod_label_updates,
             leader_process_starts,
+            log_lines_dropped,
             candidates,
             switchovers,
             healthy,
@@ -381,6 +388,13 @@ impl Metrics {
                 .lease_remaining_at(now)
                 .map_or(0.0, |left| left.as_secs_f64()),
         );
+
+        // The logger counts on its own; the counter catches up.
+        let dropped = crate::logging::dropped_lines();
+        let counted = self.log_lines_dropped.get();
+        if dropped > counted {
+            self.log_lines_dropped.inc_by(dropped - counted);
+        }
 
         let mut out = Vec::with_capacity(4096);
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

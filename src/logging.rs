@@ -7,6 +7,7 @@
 
 use std::io::IsTerminal;
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -71,12 +72,41 @@ pub fn dropped_lines() -> u64 {
         .map_or(0, |counter| counter.dropped_lines() as u64)
 }
 
-/// Writes out what is buffered (waiting about a second at most, should
-/// stderr be stalled). Call before the process exits: `exit` does not run
-/// destructors.
+/// The longest an exit waits for buffered lines to be written.
+const FLUSH_WAIT: Duration = Duration::from_millis(1500);
+
+/// Writes out what is buffered, waiting [`FLUSH_WAIT`] at most. Call before
+/// the process exits: `exit` does not run destructors. A second caller
+/// waits for the first one's flush rather than exit in the middle of it.
 pub fn flush() {
-    let guard = WRITER.lock().unwrap_or_else(PoisonError::into_inner).take();
-    drop(guard);
+    let mut writer = WRITER.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(guard) = writer.take() else {
+        return;
+    };
+    // Dropped on a thread of its own: when stderr is stalled, the drop
+    // gives up after a while but then prints to stdout, which may be the
+    // same stalled pipe. The wait here is bounded either way.
+    let (done, finished) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("leaderd-log-flush".to_string())
+        .spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+    if spawned.is_ok() {
+        let _ = finished.recv_timeout(FLUSH_WAIT);
+    }
+    drop(writer);
+}
+
+/// Flushes the log when dropped: `main` holds one, so that a panic that
+/// unwinds out of it does not lose the lines written just before.
+pub struct FlushOnDrop;
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        flush();
+    }
 }
 
 /// Parses an EnvFilter, refusing a bare word that is not a level: in

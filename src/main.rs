@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     // After the fork: the log writer is a thread, and fork keeps only the
     // calling thread.
     leaderd::logging::install(cli.log_format, filter);
+    let _flush = leaderd::logging::FlushOnDrop;
     // rediss:// needs a process-wide rustls crypto provider; an Err only
     // means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -66,7 +67,6 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(dispatch(cli.command));
     drop(runtime);
-    leaderd::logging::flush();
     code
 }
 

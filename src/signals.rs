@@ -28,6 +28,9 @@ pub fn spawn(shutdown: CancellationToken) -> std::io::Result<()> {
                 );
                 crate::actions::kill_every_group();
                 crate::logging::flush();
+                // The flush may have waited: anything started meanwhile
+                // goes too.
+                crate::actions::kill_every_group();
                 std::process::exit(EXIT_ON_SECOND_SIGNAL);
             }
         }

@@ -212,5 +212,7 @@ fn fatal(why: &str) -> ! {
     );
     crate::actions::command::kill_every_group();
     crate::logging::flush();
+    // The flush may have waited: anything started meanwhile goes too.
+    crate::actions::command::kill_every_group();
     std::process::exit(1);
 }

@@ -165,7 +165,7 @@ impl Guard {
 /// only misleads.
 pub fn run(window: Duration, term_dir: Option<&Path>) -> i32 {
     let code = watch(window);
-    if let Some(dir) = term_dir {
+    if let Some(dir) = term_dir.filter(|dir| is_term_dir(dir)) {
         // Only the two names leaderd writes, then the directory if that
         // left it empty: never a recursive removal of a path from argv.
         for name in super::term_file::NAMES {
@@ -174,6 +174,17 @@ pub fn run(window: Duration, term_dir: Option<&Path>) -> i32 {
         let _ = std::fs::remove_dir(dir);
     }
     code
+}
+
+/// Whether `dir` looks like a directory leaderd made for its term file (a
+/// real directory, not a symlink, named `leaderd-…`): the guard removes
+/// nothing else, whatever its command line says.
+fn is_term_dir(dir: &Path) -> bool {
+    let named = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with("leaderd-"));
+    named && std::fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_dir())
 }
 
 fn watch(window: Duration) -> i32 {

@@ -45,8 +45,10 @@ pub fn filter() -> Result<EnvFilter, String> {
 /// their own: a log collector that stops reading (Docker's blocking log
 /// mode, a full pipe, a stalled disk) must not freeze the election: the
 /// leader would stop renewing while it still counts as leader. Starts a
-/// thread: call it after any `fork` (see [`crate::pid1`]).
-pub fn install(format: LogFormat, filter: EnvFilter) {
+/// thread: call it after any `fork` (see [`crate::pid1`]). Keep what it
+/// returns until the end of `main`: it flushes the log when dropped.
+#[must_use = "dropping it flushes the log: keep it until the end of main"]
+pub fn install(format: LogFormat, filter: EnvFilter) -> FlushOnDrop {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
@@ -63,6 +65,7 @@ pub fn install(format: LogFormat, filter: EnvFilter) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    FlushOnDrop(())
 }
 
 /// Log lines dropped so far because stderr did not take them.
@@ -99,9 +102,10 @@ pub fn flush() {
     drop(writer);
 }
 
-/// Flushes the log when dropped: `main` holds one, so that a panic that
-/// unwinds out of it does not lose the lines written just before.
-pub struct FlushOnDrop;
+/// Flushes the log when dropped: `main` holds one (from [`install`]), so
+/// that a return or a panic that unwinds out of it does not lose the lines
+/// written just before.
+pub struct FlushOnDrop(());
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {

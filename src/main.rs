@@ -18,13 +18,12 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Guard(args) = &cli.command {
-        leaderd::logging::install(cli.log_format, filter);
+        let _flush = leaderd::logging::install(cli.log_format, filter);
         // Synchronous and single-threaded on purpose: no runtime to freeze.
         let code = leaderd::actions::guard::watchdog::run(
             Duration::from_millis(args.window_ms),
             args.term_dir.as_deref(),
         );
-        leaderd::logging::flush();
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     if matches!(cli.command, Command::Run(_)) {
@@ -43,8 +42,7 @@ fn main() -> ExitCode {
     }
     // After the fork: the log writer is a thread, and fork keeps only the
     // calling thread.
-    leaderd::logging::install(cli.log_format, filter);
-    let _flush = leaderd::logging::FlushOnDrop;
+    let _flush = leaderd::logging::install(cli.log_format, filter);
     // rediss:// needs a process-wide rustls crypto provider; an Err only
     // means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();

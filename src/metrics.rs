@@ -6,6 +6,7 @@
 //! at scrape time, so a scrape never reports a leadership that already ran
 //! out.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -40,6 +41,8 @@ pub struct Metrics {
     pod_label_updates: IntCounterVec,
     leader_process_starts: IntCounter,
     log_lines_dropped: IntCounter,
+    /// The logger's dropped-lines count already added to `log_lines_dropped`.
+    log_lines_counted: AtomicU64,
     candidates: IntGauge,
     switchovers: IntCounterVec,
     healthy: IntGauge,
@@ -279,6 +282,7 @@ impl Metrics {
             pod_label_updates,
             leader_process_starts,
             log_lines_dropped,
+            log_lines_counted: AtomicU64::new(0),
             candidates,
             switchovers,
             healthy,
@@ -389,9 +393,10 @@ impl Metrics {
                 .map_or(0.0, |left| left.as_secs_f64()),
         );
 
-        // The logger counts on its own; the counter catches up.
+        // The logger counts on its own; the counter catches up. fetch_max
+        // hands each new drop to exactly one of two concurrent scrapes.
         let dropped = crate::logging::dropped_lines();
-        let counted = self.log_lines_dropped.get();
+        let counted = self.log_lines_counted.fetch_max(dropped, Ordering::Relaxed);
         if dropped > counted {
             self.log_lines_dropped.inc_by(dropped - counted);
         }

@@ -26,12 +26,7 @@ pub fn spawn(shutdown: CancellationToken) -> std::io::Result<()> {
                     signal,
                     "second signal: killing every process leaderd started and exiting immediately"
                 );
-                crate::actions::kill_every_group();
-                crate::logging::flush();
-                // The flush may have waited: anything started meanwhile
-                // goes too.
-                crate::actions::kill_every_group();
-                std::process::exit(EXIT_ON_SECOND_SIGNAL);
+                crate::actions::exit_killing_every_group(EXIT_ON_SECOND_SIGNAL);
             }
         }
     });

@@ -36,9 +36,19 @@ pub async fn stopped() {
     }
 }
 
-/// SIGKILLs every process group leaderd started (a second signal, a lost
-/// guard): nothing leader-only may outlive leaderd.
-pub fn kill_every_group() {
+/// Exits with `code` at once (a second signal, a lost guard), leaving
+/// nothing leader-only behind: every process group leaderd started is
+/// SIGKILLed, the log flushed (a bounded wait), and every group killed
+/// again, since something may have started during the flush.
+pub fn exit_killing_every_group(code: i32) -> ! {
+    kill_every_group();
+    crate::logging::flush();
+    kill_every_group();
+    std::process::exit(code);
+}
+
+/// SIGKILLs every process group leaderd started.
+fn kill_every_group() {
     let groups: Vec<i32> = crate::backend::lock(&GROUPS).iter().copied().collect();
     for group in groups {
         // SAFETY: kill(2) on a process group id; no memory involved.
@@ -131,31 +141,18 @@ fn register_in_child(registration: &Registration) -> io::Result<()> {
     registration.write_from_child()
 }
 
-/// The longest line of a command's output that goes to the log whole; a
-/// longer one is cut (the log buffers lines while stderr is stalled, and a
-/// chatty command must not fill memory through it).
+/// The longest line (in characters) of a command's output that goes to the
+/// log whole; a longer one is cut (the log buffers lines while stderr is
+/// stalled, and a chatty command must not fill memory through it).
 const MAX_LOGGED_LINE: usize = 8 * 1024;
 
 fn forward(name: String, stream: impl AsyncRead + Unpin + Send + 'static) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!("{name}: {}", cut(&line, MAX_LOGGED_LINE));
+            tracing::info!("{name}: {}", crate::config::clip(&line, MAX_LOGGED_LINE));
         }
     });
-}
-
-/// `line`, cut to at most `max` bytes (on a character boundary) with its
-/// length said.
-fn cut(line: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if line.len() <= max {
-        return line.into();
-    }
-    let mut end = max;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &line[..end], line.len()).into()
 }
 
 impl Spawned {
@@ -244,17 +241,4 @@ pub fn exit_code(status: &ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|signal| 128 + signal))
         .unwrap_or(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cut;
-
-    #[test]
-    fn long_output_lines_are_cut_on_a_character_boundary() {
-        assert_eq!(cut("short", 8), "short");
-        assert_eq!(cut("abcdefghij", 4), "abcd… (10 bytes)");
-        // 'é' is two bytes: a cut inside it moves back.
-        assert_eq!(cut("aééé", 2), "a… (7 bytes)");
-    }
 }

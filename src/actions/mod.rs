@@ -40,7 +40,7 @@ use crate::config::{HooksConfig, LABEL_WAIT_ON_LOSS, LeaderProcessConfig, OnExit
 use crate::election::{ActionsProgress, ElectionState, Reason, Resign, Resigner};
 use crate::metrics::Metrics;
 use command::Guarded;
-pub use command::kill_every_group;
+pub use command::exit_killing_every_group;
 pub use events::{Event, EventKind};
 use guard::{GuardHandle, Message};
 pub use hooks::HookContext;

@@ -210,9 +210,5 @@ fn fatal(why: &str) -> ! {
     tracing::error!(
         "{why}; killing every process group leaderd started and exiting, rather than lead without the guard"
     );
-    crate::actions::command::kill_every_group();
-    crate::logging::flush();
-    // The flush may have waited: anything started meanwhile goes too.
-    crate::actions::command::kill_every_group();
-    std::process::exit(1);
+    crate::actions::exit_killing_every_group(1);
 }

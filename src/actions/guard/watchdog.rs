@@ -57,9 +57,7 @@ impl Guard {
         }
     }
 
-    /// Takes one message. Deadlines are judged by [`Guard::due`] only after
-    /// every message read so far was taken: an extension queued behind
-    /// another message must count before anything is killed. Only
+    /// Takes one message; deadlines are judged by [`Guard::due`]. Only
     /// `KillAll` returns groups to kill at once.
     pub fn receive(&mut self, message: Message) -> Vec<Kill> {
         match message {
@@ -88,6 +86,25 @@ impl Guard {
             Message::KillAll => return self.kill_all("leaderd was told to exit at once"),
         }
         Vec::new()
+    }
+
+    /// Takes every complete line in `pending` (a partial last line stays
+    /// for the next read), then judges deadlines at `now`: the groups to
+    /// kill. Judging once, after every line read so far, matters: after a
+    /// wait that ran long (a busy machine), the extension that saves a
+    /// healthy term may sit behind other lines.
+    pub fn take_lines(&mut self, pending: &mut Vec<u8>, now: u64) -> Vec<Kill> {
+        let mut kills = Vec::new();
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            match Message::decode(&text) {
+                Some(message) => kills.extend(self.receive(message)),
+                None => tracing::warn!(line = %text.trim(), "guard: unknown message"),
+            }
+        }
+        kills.extend(self.due(now));
+        kills
     }
 
     /// The daemon is gone: nothing it started may run on.
@@ -217,9 +234,7 @@ fn watch(window: Duration) -> i32 {
             }
             None => -1,
         };
-        // Everything leaderd wrote is taken before any deadline is judged:
-        // after a wait that ran long (a busy machine), the extension that
-        // saves a healthy term may sit behind other lines.
+        // Everything leaderd wrote is read before any deadline is judged.
         let mut wait_ms = timeout_ms;
         for _ in 0..MAX_READS_PER_ROUND {
             if !readable(wait_ms) {
@@ -231,17 +246,7 @@ fn watch(window: Duration) -> i32 {
                     execute(guard.kill_all("leaderd exited or was killed"));
                     return 0;
                 }
-                Ok(n) => {
-                    pending.extend_from_slice(&buffer[..n]);
-                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=end).collect();
-                        let text = String::from_utf8_lossy(&line);
-                        match Message::decode(&text) {
-                            Some(message) => execute(guard.receive(message)),
-                            None => tracing::warn!(line = %text.trim(), "guard: unknown message"),
-                        }
-                    }
-                }
+                Ok(n) => pending.extend_from_slice(&buffer[..n]),
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     tracing::error!(%err, "guard: cannot read from leaderd; killing every process group");
@@ -250,7 +255,7 @@ fn watch(window: Duration) -> i32 {
                 }
             }
         }
-        execute(guard.due(monotonic_ns()));
+        execute(guard.take_lines(&mut pending, monotonic_ns()));
     }
 }
 
@@ -309,6 +314,15 @@ mod tests {
         Guard::new(Duration::from_millis(400))
     }
 
+    /// `group <group> <token> <safe_until>`.
+    fn group(group: i32, token: u64, safe_until: u64) -> Message {
+        Message::Group {
+            group,
+            token,
+            safe_until,
+        }
+    }
+
     fn groups(kills: &[Kill]) -> Vec<i32> {
         let mut groups: Vec<i32> = kills.iter().map(|k| k.group).collect();
         groups.sort();
@@ -326,16 +340,8 @@ mod tests {
             })
             .is_empty()
         );
-        g.receive(Message::Group {
-            group: 100,
-            token: 7,
-            safe_until: s,
-        });
-        g.receive(Message::Group {
-            group: 200,
-            token: 0,
-            safe_until: 0,
-        });
+        g.receive(group(100, 7, s));
+        g.receive(group(200, 0, 0));
         assert_eq!(g.next_deadline(), Some(s + 20 * MS));
         assert!(g.due(s + 19 * MS).is_empty());
         // A renewal moves the deadline.
@@ -360,11 +366,7 @@ mod tests {
     fn a_graceful_stop_gets_its_time_but_never_past_the_cap() {
         let mut g = guard();
         let s = 1_000 * MS;
-        g.receive(Message::Group {
-            group: 1,
-            token: 3,
-            safe_until: s,
-        });
+        g.receive(group(1, 3, s));
         g.receive(Message::Stopping {
             token: 3,
             kill_by: s + 200 * MS,
@@ -372,11 +374,7 @@ mod tests {
         assert!(g.due(s + 199 * MS).is_empty());
         assert_eq!(groups(&g.due(s + 200 * MS)), [1]);
 
-        g.receive(Message::Group {
-            group: 2,
-            token: 4,
-            safe_until: s,
-        });
+        g.receive(group(2, 4, s));
         g.receive(Message::Stopping {
             token: 4,
             kill_by: s + 10_000 * MS,
@@ -388,20 +386,12 @@ mod tests {
     #[test]
     fn ended_terms_and_gone_groups_are_forgotten() {
         let mut g = guard();
-        for group in [1, 2] {
-            g.receive(Message::Group {
-                group,
-                token: 5,
-                safe_until: MS,
-            });
+        for id in [1, 2] {
+            g.receive(group(id, 5, MS));
         }
         g.receive(Message::Gone { group: 1 });
         assert_eq!(groups(&g.due(100 * MS)), [2]);
-        g.receive(Message::Group {
-            group: 3,
-            token: 6,
-            safe_until: MS,
-        });
+        g.receive(group(3, 6, MS));
         g.receive(Message::Ended { token: 6 });
         assert!(g.due(100 * MS).is_empty());
         assert!(g.kill_all("exit").is_empty());
@@ -410,45 +400,27 @@ mod tests {
     #[test]
     fn a_late_registration_for_an_expired_term_is_killed_at_once() {
         let mut g = guard();
-        g.receive(Message::Group {
-            group: 9,
-            token: 2,
-            safe_until: MS,
-        });
+        g.receive(group(9, 2, MS));
         assert_eq!(groups(&g.due(500 * MS)), [9]);
     }
 
     #[test]
-    fn an_extension_read_with_other_lines_counts_before_deadlines_are_judged() {
+    fn an_extension_read_behind_another_line_counts_before_deadlines_are_judged() {
         let mut g = guard();
         let s = 1_000 * MS;
-        g.receive(Message::Group {
-            group: 4,
-            token: 7,
-            safe_until: s,
-        });
+        g.receive(group(4, 7, s));
         // Read late, in one chunk: another line, then the extension.
-        g.receive(Message::Gone { group: 99 });
-        g.receive(Message::Term {
-            token: 7,
-            safe_until: s + 500 * MS,
-        });
-        assert!(g.due(s + 30 * MS).is_empty());
+        let mut pending = format!("gone 99\nterm 7 {}\ngroup 5 7", s + 500 * MS).into_bytes();
+        assert!(g.take_lines(&mut pending, s + 30 * MS).is_empty());
+        // The partial line waits for the rest.
+        assert_eq!(pending, b"group 5 7");
     }
 
     #[test]
     fn kill_all_takes_every_group() {
         let mut g = guard();
-        g.receive(Message::Group {
-            group: 1,
-            token: 2,
-            safe_until: u64::MAX / 2,
-        });
-        g.receive(Message::Group {
-            group: 4,
-            token: 0,
-            safe_until: 0,
-        });
+        g.receive(group(1, 2, u64::MAX / 2));
+        g.receive(group(4, 0, 0));
         assert_eq!(groups(&g.receive(Message::KillAll)), [1, 4]);
     }
 }

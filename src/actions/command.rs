@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -36,24 +37,25 @@ pub async fn stopped() {
     }
 }
 
+/// Set, under the [`GROUPS`] lock, once leaderd exits at once: from then on
+/// nothing more is started.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
 /// Exits with `code` at once (a second signal, a lost guard), leaving
 /// nothing leader-only behind: every process group leaderd started is
-/// SIGKILLed, the log flushed (a bounded wait), and every group killed
-/// again, since something may have started during the flush.
+/// SIGKILLed and no new command starts, then the log is flushed (a bounded
+/// wait) and the process exits.
 pub fn exit_killing_every_group(code: i32) -> ! {
-    kill_every_group();
-    crate::logging::flush();
-    kill_every_group();
-    std::process::exit(code);
-}
-
-/// SIGKILLs every process group leaderd started.
-fn kill_every_group() {
-    let groups: Vec<i32> = crate::backend::lock(&GROUPS).iter().copied().collect();
-    for group in groups {
-        // SAFETY: kill(2) on a process group id; no memory involved.
-        unsafe { libc::kill(-group, libc::SIGKILL) };
+    {
+        let groups = crate::backend::lock(&GROUPS);
+        EXITING.store(true, Ordering::SeqCst);
+        for group in groups.iter() {
+            // SAFETY: kill(2) on a process group id; no memory involved.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
     }
+    crate::logging::flush();
+    std::process::exit(code);
 }
 
 /// The guard to register a command with, and its term.
@@ -106,6 +108,9 @@ pub fn spawn(
     }
     // Listed before anyone can ask for the list (a second signal).
     let mut groups = crate::backend::lock(&GROUPS);
+    if EXITING.load(Ordering::SeqCst) {
+        return Err(io::Error::other("leaderd is exiting"));
+    }
     let mut child = command.spawn()?;
     let group = child.id().and_then(|pid| i32::try_from(pid).ok());
     if let Some(group) = group {
@@ -142,9 +147,9 @@ fn register_in_child(registration: &Registration) -> io::Result<()> {
 }
 
 /// The longest line (in characters) of a command's output that goes to the
-/// log whole; a longer one is cut (the log buffers lines while stderr is
-/// stalled, and a chatty command must not fill memory through it).
-const MAX_LOGGED_LINE: usize = 8 * 1024;
+/// log whole; a longer one is cut (the log buffers up to 8,192 lines while
+/// stderr is stalled, and a chatty command must not fill memory through it).
+const MAX_LOGGED_LINE: usize = 2048;
 
 fn forward(name: String, stream: impl AsyncRead + Unpin + Send + 'static) {
     tokio::spawn(async move {

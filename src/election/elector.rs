@@ -589,24 +589,23 @@ impl<B: Backend> Elector<B> {
             };
             let took = sent.elapsed();
             match result {
-                Ok(Renew::Renewed { .. }) if Instant::now() >= safe_until => {
-                    // The answer came as the term ran out: consumers that
-                    // judge by the clock have already ended the term (its
-                    // stopped_leading may have run), so it must stay over.
-                    self.metrics.renewal("late", took);
-                    return LeadEnd::SteppedDown(Reason::RenewFailed);
-                }
                 Ok(Renew::Renewed {
                     switchover,
                     standing,
                 }) => {
+                    let renewed_until = sent + self.timing.renew_deadline;
+                    if !self.extend_term(renewed_until, sent + self.timing.lease_duration) {
+                        // The answer came as the term ran out: consumers that
+                        // judge by the clock have already ended the term (its
+                        // stopped_leading may have run), so it must stay over.
+                        self.metrics.renewal("late", took);
+                        return LeadEnd::SteppedDown(Reason::RenewFailed);
+                    }
                     self.metrics.renewal("success", took);
                     backoff = self.timing.first_backoff();
                     self.backend_answered();
-                    safe_until = sent + self.timing.renew_deadline;
+                    safe_until = renewed_until;
                     next_renew = sent + self.timing.retry_period;
-                    let lease_until = sent + self.timing.lease_duration;
-                    self.publish_deadline(safe_until, lease_until);
                     let decision = handover::decide(
                         &me,
                         term.fencing_token,
@@ -933,15 +932,26 @@ impl<B: Backend> Elector<B> {
         });
     }
 
-    /// A renewal: not news (no version bump), but consumers that follow the
-    /// term's deadline (the guard, the term file) are woken.
-    fn publish_deadline(&self, safe_until: Instant, lease_until: Instant) {
-        self.state.send_modify(|state| {
-            if let Some(our) = state.term.as_mut() {
-                our.safe_until = safe_until;
+    /// A renewal: moves our term's deadlines, unless the term has run out
+    /// by now. The check is made under the channel's lock, at the instant
+    /// of the change: a consumer that judged the term over by the clock
+    /// (its stopped_leading may have run) can never see it extended
+    /// afterwards, however long this thread was preempted since the answer.
+    /// Not news (no version bump), but consumers that follow the term's
+    /// deadline (the guard, the term file) are woken. Returns whether the
+    /// term was extended.
+    fn extend_term(&self, safe_until: Instant, lease_until: Instant) -> bool {
+        self.state.send_if_modified(|state| {
+            let Some(our) = state.term.as_mut() else {
+                return false;
+            };
+            if Instant::now() >= our.safe_until {
+                return false;
             }
+            our.safe_until = safe_until;
             state.leader_lease_until = Some(lease_until);
-        });
+            true
+        })
     }
 
     /// Proof of progress for `/healthz`, without waking consumers. Beating

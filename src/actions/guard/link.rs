@@ -104,7 +104,7 @@ impl GuardLink {
             // our group must not reach it.
             .process_group(0)
             .spawn()
-            .inspect_err(|_| term_file.remove())?;
+            .inspect_err(|_| term_file.discard())?;
         let stdin = child
             .stdin
             .take()
@@ -146,12 +146,14 @@ impl GuardLink {
     }
 
     /// Closes the pipe: the guard kills what is left (nothing, after a clean
-    /// shutdown) and exits.
+    /// shutdown), removes the term file's directory and exits. leaderd
+    /// leaves that removal to the guard, as after a crash: on a stalled disk
+    /// it would hold up leaderd's exit.
     pub fn close(self) {
         self.handle.inner.closing.store(true, Ordering::SeqCst);
         self.forwarder.abort();
         self.watcher.abort();
-        self.term_file.remove();
+        self.term_file.close();
         // Dropping the last handle closes the write end.
     }
 }

@@ -20,15 +20,10 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 use rand::Rng;
 
 use crate::backend::lock;
-
-/// How long [`TermFile::remove`] waits for a write under way (a stalled
-/// disk) before it removes the directory anyway.
-const REMOVE_WAIT: Duration = Duration::from_millis(200);
 
 /// The names leaderd writes in the file's directory.
 pub const NAMES: [&str; 2] = ["term", "term.next"];
@@ -50,15 +45,14 @@ struct Slot {
 #[derive(Default)]
 struct SlotState {
     latest: Option<(u64, u64)>,
-    /// Set by [`TermFile::remove`]: the thread writes nothing more.
+    /// Set by [`TermFile::close`]: the thread writes nothing more.
     closed: bool,
-    /// The thread is between taking a value and finishing its write.
-    writing: bool,
 }
 
 impl TermFile {
     /// A private directory (0700) under the system's temporary directory,
-    /// removed by [`TermFile::remove`], and the thread that writes the file.
+    /// removed by the guard (or [`TermFile::discard`]), and the thread that
+    /// writes the file.
     pub fn create() -> std::io::Result<TermFile> {
         let suffix: u64 = rand::rng().random();
         let dir =
@@ -94,18 +88,18 @@ impl TermFile {
         self.slot.changed.notify_all();
     }
 
-    /// Stops the thread and removes the directory. A write still under way
-    /// is waited for (briefly), so that it cannot leave the file behind.
-    pub fn remove(&self) {
-        let mut state = lock(&self.slot.state);
-        state.closed = true;
+    /// Stops the thread; the file stays for the guard to remove (see
+    /// `leaderd guard --term-dir`). Never touches the disk, so that a
+    /// stalled one cannot hold up leaderd's exit.
+    pub fn close(&self) {
+        lock(&self.slot.state).closed = true;
         self.slot.changed.notify_all();
-        let (state, _) = self
-            .slot
-            .changed
-            .wait_timeout_while(state, REMOVE_WAIT, |state| state.writing)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        drop(state);
+    }
+
+    /// Stops the thread and removes the directory: for a start that failed
+    /// before the guard, which would have removed it, was running.
+    pub fn discard(&self) {
+        self.close();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -117,7 +111,7 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes the latest content until the [`TermFile`] is removed.
+    /// Writes the latest content until the [`TermFile`] is closed.
     fn run(&self, slot: &Slot) {
         let mut state = lock(&slot.state);
         loop {
@@ -131,13 +125,9 @@ impl Writer {
             let Some((token, safe_until)) = state.latest.take() else {
                 continue;
             };
-            state.writing = true;
             drop(state);
             self.write(token, safe_until);
             state = lock(&slot.state);
-            state.writing = false;
-            // `remove` may be waiting for this write to end.
-            slot.changed.notify_all();
         }
     }
 

@@ -176,10 +176,10 @@ impl Guard {
     }
 }
 
-/// `leaderd guard`: runs until stdin closes. Returns the exit code. When
-/// leaderd dies, its term file's directory `term_dir` goes too (after the
-/// kills): leaderd can no longer remove it, and a file without a writer
-/// only misleads.
+/// `leaderd guard`: runs until stdin closes. Returns the exit code. Then
+/// (after any kills) the term file's directory `term_dir` goes too: the
+/// guard removes it whether leaderd exited or died, since a dead leaderd
+/// cannot and an exiting one must not wait for a stalled disk.
 pub fn run(window: Duration, term_dir: Option<&Path>) -> i32 {
     let code = watch(window);
     if let Some(dir) = term_dir.filter(|dir| is_term_dir(dir)) {
@@ -194,14 +194,20 @@ pub fn run(window: Duration, term_dir: Option<&Path>) -> i32 {
 }
 
 /// Whether `dir` looks like a directory leaderd made for its term file (a
-/// real directory, not a symlink, named `leaderd-…`): the guard removes
-/// nothing else, whatever its command line says.
+/// real directory, not a symlink, named `leaderd-…`, ours and private):
+/// the guard removes nothing else, whatever its command line says.
 fn is_term_dir(dir: &Path) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let named = dir
         .file_name()
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with("leaderd-"));
-    named && std::fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_dir())
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    named
+        && std::fs::symlink_metadata(dir).is_ok_and(|meta| {
+            meta.is_dir() && meta.uid() == me && meta.permissions().mode() & 0o777 == 0o700
+        })
 }
 
 fn watch(window: Duration) -> i32 {

@@ -146,18 +146,59 @@ fn register_in_child(registration: &Registration) -> io::Result<()> {
     registration.write_from_child()
 }
 
-/// The longest line (in characters) of a command's output that goes to the
-/// log whole; a longer one is cut (the log buffers up to 8,192 lines while
-/// stderr is stalled, and a chatty command must not fill memory through it).
+/// The longest line (in bytes) of a command's output that goes to the log
+/// whole; a longer one is cut. The log buffers up to 8,192 lines while
+/// stderr is stalled, and a chatty command must not fill memory through it.
 const MAX_LOGGED_LINE: usize = 2048;
 
 fn forward(name: String, stream: impl AsyncRead + Unpin + Send + 'static) {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!("{name}: {}", crate::config::clip(&line, MAX_LOGGED_LINE));
-        }
+        forward_lines(stream, |line| tracing::info!("{name}: {line}")).await;
     });
+}
+
+/// Hands every line of `stream` to `emit` until the stream ends: at most
+/// [`MAX_LOGGED_LINE`] bytes of it are ever held (the rest is counted and
+/// said), and bytes that are not UTF-8 are shown as U+FFFD. Reading never
+/// stops early: a reader that gave up would close the pipe and kill the
+/// command with SIGPIPE at its next write.
+async fn forward_lines(stream: impl AsyncRead + Unpin, mut emit: impl FnMut(&str)) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(256);
+    let mut length = 0;
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        let newline = chunk.iter().position(|b| *b == b'\n');
+        let taken = newline.map_or(chunk.len(), |at| at + 1);
+        let room = MAX_LOGGED_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..taken.min(room)]);
+        length += taken;
+        reader.consume(taken);
+        if newline.is_some() {
+            // The line end is not part of the line's length.
+            emit(&shown(&line, length - 1));
+            line.clear();
+            length = 0;
+        }
+    }
+    if length > 0 {
+        emit(&shown(&line, length));
+    }
+}
+
+/// A line as the log shows it: without its line end, and when it was cut,
+/// with its whole length.
+fn shown(kept: &[u8], length: usize) -> String {
+    let text = String::from_utf8_lossy(kept);
+    let text = text.trim_end_matches(['\n', '\r']);
+    if length > kept.len() {
+        format!("{text}… ({length} bytes)")
+    } else {
+        text.to_string()
+    }
 }
 
 impl Spawned {
@@ -246,4 +287,43 @@ pub fn exit_code(status: &ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|signal| 128 + signal))
         .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_LOGGED_LINE, forward_lines};
+
+    async fn lines_of(input: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        forward_lines(input, |line| lines.push(line.to_string())).await;
+        lines
+    }
+
+    #[tokio::test]
+    async fn output_that_is_not_utf8_does_not_stop_the_reading() {
+        assert_eq!(
+            lines_of(b"a\n\xff\xfe\r\nafter\nno newline").await,
+            ["a", "\u{fffd}\u{fffd}", "after", "no newline"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_line_is_cut_and_only_its_start_is_kept() {
+        let mut input = vec![b'x'; MAX_LOGGED_LINE * 100];
+        input.extend_from_slice(b"\nnext\n");
+        let lines = lines_of(&input).await;
+        assert_eq!(
+            lines.len(),
+            2,
+            "{:?}",
+            lines.iter().map(String::len).collect::<Vec<_>>()
+        );
+        let expected = format!(
+            "{}… ({} bytes)",
+            "x".repeat(MAX_LOGGED_LINE),
+            MAX_LOGGED_LINE * 100
+        );
+        assert_eq!(lines[0], expected);
+        assert_eq!(lines[1], "next");
+    }
 }

@@ -22,8 +22,8 @@ pub use actions::{
     HOOK_KILL_GRACE, HooksConfig, KubernetesConfig, LABEL_WAIT_ON_LOSS, LeaderProcessConfig,
     OnExit, PodIdentity, PodLabelConfig,
 };
-use display::{ECHO_LIMIT, clip_quoted};
-pub use display::{clip, quoted, show};
+use display::{ECHO_LIMIT, clip, clip_quoted};
+pub use display::{quoted, show};
 pub use health::{HealthConfig, HealthSettings, Probe};
 pub use redis::{RedisConfig, RedisSettings, Secret, SentinelConfig};
 pub use source::MAX_CONFIG_BYTES;

@@ -934,9 +934,11 @@ impl<B: Backend> Elector<B> {
 
     /// A renewal: moves our term's deadlines, unless the term has run out
     /// by now. The check is made under the channel's lock, at the instant
-    /// of the change: a consumer that judged the term over by the clock
-    /// (its stopped_leading may have run) can never see it extended
-    /// afterwards, however long this thread was preempted since the answer.
+    /// of the change: a consumer in this process that judged the term over
+    /// by the clock (its stopped_leading may have run) can never see it
+    /// extended afterwards, however long this thread was preempted since
+    /// the answer. (The guard and the term file hear of it a moment later;
+    /// the extension is real, and the guard's slack covers the lag.)
     /// Not news (no version bump), but consumers that follow the term's
     /// deadline (the guard, the term file) are woken. Returns whether the
     /// term was extended.

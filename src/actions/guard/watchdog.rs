@@ -183,14 +183,25 @@ impl Guard {
 pub fn run(window: Duration, term_dir: Option<&Path>) -> i32 {
     let code = watch(window);
     if let Some(dir) = term_dir.filter(|dir| is_term_dir(dir)) {
-        // Only the two names leaderd writes, then the directory if that
-        // left it empty: never a recursive removal of a path from argv.
+        remove_term_dir(dir);
+    }
+    code
+}
+
+/// Only the two names leaderd writes, then the directory if that left it
+/// empty: never a recursive removal of a path from argv. An exiting
+/// leaderd may still finish a write it had begun: a few tries.
+fn remove_term_dir(dir: &Path) {
+    for _ in 0..3 {
         for name in super::term_file::NAMES {
             let _ = std::fs::remove_file(dir.join(name));
         }
-        let _ = std::fs::remove_dir(dir);
+        match std::fs::remove_dir(dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {}
+            _ => return,
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    code
 }
 
 /// Whether `dir` looks like a directory leaderd made for its term file (a
